@@ -1,0 +1,16 @@
+# Weight initialization vs. 8-bit quantization (Yun and Wong, "Where Should We Begin?").
+# Run: snakemake --cores 8 [--configfile config/quick.yaml]. See README.md.
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_checkpoints(),

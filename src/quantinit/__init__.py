@@ -1,0 +1,1 @@
+"""Weight initialization vs. 8-bit quantization: the library behind the Snakemake study."""

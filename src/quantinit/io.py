@@ -1,0 +1,77 @@
+"""Atomic file output and log redirection for rule scripts (stdlib, pandas lazily)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; move it into place only if the block succeeds.
+
+    The temporary name keeps the suffix, so writers that check extensions (".keras",
+    ".parquet") accept it. On error the temporary file is removed and `path` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(data, path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text())
+
+
+def write_parquet(frame, path) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def copy_file(source, path) -> None:
+    with atomic_path(path) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def copy_tree(source, path) -> None:
+    """Copy a folder to `path` via a temporary sibling, so `path` is whole or absent."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial)
+    shutil.rmtree(path, ignore_errors=True)
+    partial.rename(path)
+
+
+def _json_default(value):
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def redirect_output_to_log(log_path) -> None:
+    """Send this process's stdout and stderr (also of C++ code, e.g. TensorFlow) to the log.
+
+    Line-buffered, so `tail -f` on a rule's log shows progress as it happens.
+    """
+    log_file = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+    for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
+        stream.flush()
+        os.dup2(log_file.fileno(), fd)
+    sys.stdout = sys.stderr = log_file

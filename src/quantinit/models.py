@@ -1,0 +1,190 @@
+"""The paper's VGG-like macro-architecture (its Figure 1) in four variants.
+
+conv1 (regular 3x3, Glorot Uniform) -> stages of conv blocks, each stage followed by a
+2x2 max-pool -> fully connected layers (Glorot Uniform) -> 10 logits -> softmax.
+A block is conv3x3 [-> BN] -> ReLU (Regular_Conv_*) or depthwise3x3 [-> BN] -> ReLU ->
+pointwise1x1 [-> BN] -> ReLU (DWS_Conv_*, the MobileNet block). The first conv follows the
+variant's with/without-BN behaviour. Layers with BatchNorm after them have no bias.
+
+Layer names are stable and meaningful (conv1, conv1_bn, block2_dw, block2_dw_bn, block2_pw,
+block3_conv, block3_bn, fc1, logits ...): every per-layer table and plot keys on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ARCHITECTURES = (
+    "Regular_Conv_With_BN",
+    "Regular_Conv_No_BN",
+    "DWS_Conv_With_BN",
+    "DWS_Conv_No_BN",
+)
+NUM_CLASSES = 10
+INPUT_SHAPE = (32, 32, 3)
+
+
+@dataclass(frozen=True)
+class WeightedLayer:
+    """A layer with a kernel, in network order."""
+
+    order: int
+    name: str
+    kind: str  # conv | depthwise | pointwise | dense
+    batchnorm: str | None  # name of the BatchNormalization layer after it, if any
+    activation: str  # name of the layer whose output is this layer's quantized output
+
+
+def architecture_traits(arch: str) -> tuple[bool, bool]:
+    """(depthwise_separable, batchnorm) of an architecture name."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; allowed: {', '.join(ARCHITECTURES)}")
+    return arch.startswith("DWS"), arch.endswith("With_BN")
+
+
+def scaled_width(width: int, multiplier: float) -> int:
+    return max(1, round(width * multiplier))
+
+
+def layer_plan(
+    arch: str,
+    first_conv: int = 32,
+    stages: tuple[tuple[int, ...], ...] = ((32,), (64, 64), (128, 128)),
+    dense: tuple[int, ...] = (512, 256),
+    width_multiplier: float = 1.0,
+) -> list[dict]:
+    """The architecture as a list of layer specs, in order (no Keras needed)."""
+    depthwise_separable, batchnorm = architecture_traits(arch)
+    plan: list[dict] = []
+
+    def conv_unit(name, kind, filters, kernel, initialized, stem=None):
+        stem = stem or name
+        plan.append(
+            {
+                "name": name,
+                "kind": kind,
+                "filters": filters,
+                "kernel": kernel,
+                "paper_init": initialized,
+                "bn": f"{stem}_bn" if batchnorm else None,
+                "relu": f"{stem}_relu",
+            }
+        )
+
+    conv_unit("conv1", "conv", scaled_width(first_conv, width_multiplier), 3, False)
+    block = 0
+    for stage_index, stage in enumerate(stages, start=1):
+        for width in stage:
+            block += 1
+            filters = scaled_width(width, width_multiplier)
+            if depthwise_separable:
+                conv_unit(f"block{block}_dw", "depthwise", None, 3, True)
+                conv_unit(f"block{block}_pw", "pointwise", filters, 1, True)
+            else:
+                conv_unit(f"block{block}_conv", "conv", filters, 3, True, stem=f"block{block}")
+        plan.append({"name": f"pool{stage_index}", "kind": "pool"})
+    plan.append({"name": "flatten", "kind": "flatten"})
+    for index, width in enumerate(dense, start=1):
+        units = scaled_width(width, width_multiplier)
+        relu = f"fc{index}_relu"
+        plan.append({"name": f"fc{index}", "kind": "dense", "units": units, "relu": relu})
+    plan.append({"name": "logits", "kind": "dense", "units": NUM_CLASSES, "relu": None})
+    return plan
+
+
+def build_model(
+    arch: str,
+    init_name: str,
+    seed: int,
+    init_settings: dict | None = None,
+    first_conv: int = 32,
+    stages=((32,), (64, 64), (128, 128)),
+    dense=(512, 256),
+    width_multiplier: float = 1.0,
+    bn_momentum: float = 0.99,
+    bn_epsilon: float = 1e-3,
+):
+    """Build one cell's Keras model: uint8-range images in, class probabilities out.
+
+    `init_name` initializes every conv kernel but the first (depthwise and pointwise
+    included); conv1 and the dense layers always use Glorot Uniform. Each layer's
+    initializer is seeded with seed * 1000 + its order, so layers differ and cells repeat.
+    """
+    import keras
+
+    from quantinit.initializers import make_initializer
+
+    plan = layer_plan(arch, first_conv, tuple(map(tuple, stages)), tuple(dense), width_multiplier)
+    inputs = keras.Input(shape=INPUT_SHAPE, name="image")
+    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    order = 0
+    for spec in plan:
+        kind = spec["kind"]
+        if kind == "pool":
+            x = keras.layers.MaxPooling2D(2, name=spec["name"])(x)
+            continue
+        if kind == "flatten":
+            x = keras.layers.Flatten(name="flatten")(x)
+            continue
+        layer_seed = seed * 1000 + order
+        order += 1
+        if kind == "dense":
+            x = keras.layers.Dense(
+                spec["units"],
+                kernel_initializer=keras.initializers.GlorotUniform(seed=layer_seed),
+                bias_initializer="zeros",
+                name=spec["name"],
+            )(x)
+            if spec["relu"]:
+                x = keras.layers.ReLU(name=spec["relu"])(x)
+            continue
+        init = (
+            make_initializer(init_name, layer_seed, init_settings)
+            if spec["paper_init"]
+            else keras.initializers.GlorotUniform(seed=layer_seed)
+        )
+        use_bias = spec["bn"] is None
+        if kind == "depthwise":
+            x = keras.layers.DepthwiseConv2D(
+                spec["kernel"],
+                padding="same",
+                use_bias=use_bias,
+                depthwise_initializer=init,
+                bias_initializer="zeros",
+                name=spec["name"],
+            )(x)
+        else:
+            x = keras.layers.Conv2D(
+                spec["filters"],
+                spec["kernel"],
+                padding="same",
+                use_bias=use_bias,
+                kernel_initializer=init,
+                bias_initializer="zeros",
+                name=spec["name"],
+            )(x)
+        if spec["bn"]:
+            x = keras.layers.BatchNormalization(
+                momentum=bn_momentum, epsilon=bn_epsilon, name=spec["bn"]
+            )(x)
+        x = keras.layers.ReLU(name=spec["relu"])(x)
+    outputs = keras.layers.Softmax(name="softmax")(x)
+    return keras.Model(inputs, outputs, name=f"{arch}_{init_name}")
+
+
+def weighted_layers(arch: str, **plan_kwargs) -> list[WeightedLayer]:
+    """The layers that carry a kernel, in order, with their BN and output layer names."""
+    layers = []
+    for spec in layer_plan(arch, **plan_kwargs):
+        if spec["kind"] in ("pool", "flatten"):
+            continue
+        layers.append(
+            WeightedLayer(
+                order=len(layers),
+                name=spec["name"],
+                kind=spec["kind"],
+                batchnorm=spec.get("bn"),
+                activation=spec["relu"] or spec["name"],
+            )
+        )
+    return layers

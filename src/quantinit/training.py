@@ -1,0 +1,328 @@
+"""Resumable, seeded training of one cell, with divergence detection.
+
+Reproducibility: the initial weights come from seeded initializers; the data order of
+epoch e is a permutation drawn from (seed, e); the augmentation layers' random state is
+reset to a value derived from (seed, e) at the start of every epoch. So a run killed after
+epoch k and resumed from its saved state continues exactly as if it had never stopped.
+
+The resumable state lives in a per-cell folder that is not a Snakemake output:
+    <state_dir>/progress.json         epochs done, history, fingerprint (commit point)
+    <state_dir>/epoch<k>.keras        training model with optimizer state after epoch k
+    <state_dir>/snapshots/epoch<E>.keras   inference model at each analysed epoch E
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from quantinit.io import atomic_path, write_json
+
+STATUS_OK = "ok"
+STATUS_DIVERGED = "diverged"
+STATUS_NOT_LEARNING = "not_learning"
+
+
+def lr_at_epoch(epoch: int, base_lr: float, boundaries, factor: float) -> float:
+    """Learning rate of 0-based `epoch`: base_lr * factor ** (boundaries already passed).
+
+    A boundary b means "after b epochs": with boundaries [75, 120, 170] the 76th epoch
+    (epoch index 75) is the first at base_lr * factor.
+    """
+    return base_lr * factor ** sum(1 for b in boundaries if epoch >= b)
+
+
+def make_lr_schedule(base_lr: float, boundaries, factor: float, steps_per_epoch: int):
+    """Keras schedule over optimizer steps equal to lr_at_epoch at every step.
+
+    The optimizer evaluates the schedule at its iteration count before the update; the
+    first step of epoch b has iteration b * steps_per_epoch, and PiecewiseConstantDecay
+    switches only for steps strictly above a boundary, hence the -1.
+    """
+    import keras
+
+    boundaries = sorted(boundaries)
+    if not boundaries:
+        return base_lr
+    steps = [b * steps_per_epoch - 1 for b in boundaries]
+    values = [lr_at_epoch(b, base_lr, boundaries, factor) for b in [0, *boundaries]]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(steps, values)
+
+
+def make_augmentation(augmentation: dict, seed: int):
+    """Keras preprocessing layers for the paper's shift, zoom, flip and rotation."""
+    import keras
+
+    layers = []
+    shift_h, shift_w = augmentation["height_shift"], augmentation["width_shift"]
+    if shift_h or shift_w:
+        layers.append(
+            keras.layers.RandomTranslation(shift_h, shift_w, fill_mode="nearest", seed=seed + 1)
+        )
+    if augmentation["zoom"]:
+        z = augmentation["zoom"]
+        layers.append(keras.layers.RandomZoom(z, z, fill_mode="nearest", seed=seed + 2))
+    flip = {
+        (True, True): "horizontal_and_vertical",
+        (True, False): "horizontal",
+        (False, True): "vertical",
+    }.get((augmentation["horizontal_flip"], augmentation["vertical_flip"]))
+    if flip:
+        layers.append(keras.layers.RandomFlip(flip, seed=seed + 3))
+    if augmentation["rotation"]:
+        layers.append(
+            keras.layers.RandomRotation(
+                augmentation["rotation"] / 360.0, fill_mode="nearest", seed=seed + 4
+            )
+        )
+    return keras.Sequential(layers, name="augmentation")
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A 31-bit seed that is a function of (seed, epoch) only."""
+    digest = hashlib.sha256(f"{seed}:{epoch}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def reset_augmentation_state(augmentation, seed: int, epoch: int) -> None:
+    """Set every random augmentation layer's generator state from (seed, epoch)."""
+    base = epoch_seed(seed, epoch)
+    for index, layer in enumerate(augmentation.layers):
+        for generator in layer._seed_generators:
+            generator.state.assign(np.array([base + index, 0], dtype=generator.state.dtype))
+
+
+def epoch_order(num_samples: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(num_samples)
+
+
+def fingerprint(spec: dict) -> str:
+    """Stable hash of everything that determines a training run."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def classify_outcome(history: list[dict], diverged: bool, margin: float, num_classes: int):
+    """(status, reason) of a finished run from its per-epoch history."""
+    if diverged:
+        last = history[-1] if history else None
+        finite = [row["loss"] for row in history if math.isfinite(row["loss"])]
+        return STATUS_DIVERGED, (
+            f"non-finite loss in epoch {last['epoch'] if last else 1}; "
+            f"last finite epoch loss: {finite[-1] if finite else 'none'}"
+        )
+    final = history[-1]
+    accuracy = final["val_accuracy"]
+    if accuracy is None or not math.isfinite(accuracy):
+        accuracy = final["accuracy"]
+    chance = 1.0 / num_classes
+    if accuracy < chance + margin:
+        return STATUS_NOT_LEARNING, (
+            f"final accuracy {accuracy:.4f} below chance {chance:.2f} + margin {margin}"
+        )
+    return STATUS_OK, f"final accuracy {accuracy:.4f}"
+
+
+def _save_keras_atomic(model, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+def evaluate_probabilities(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of softmax outputs against integer labels."""
+    picked = probabilities[np.arange(len(labels)), labels]
+    loss = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
+    return loss, float(np.mean(np.argmax(probabilities, axis=1) == labels))
+
+
+class _DivergenceMonitor:
+    """Keras callback factory: stop at the first batch whose running loss is not finite."""
+
+    @staticmethod
+    def create():
+        import keras
+
+        class DivergenceMonitor(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.diverged_at_batch = None
+
+            def on_train_batch_end(self, batch, logs=None):
+                loss = (logs or {}).get("loss")
+                if loss is not None and not math.isfinite(float(loss)):
+                    self.diverged_at_batch = batch
+                    self.model.stop_training = True
+
+        return DivergenceMonitor()
+
+
+def train_cell(
+    build_core: Callable[[], object],
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    training: dict,
+    seed: int,
+    state_dir: Path,
+    run_fingerprint: str,
+    analyze_epochs: list[int],
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train (or resume training) one cell; return its status record.
+
+    `training` is the config's training section. Keeps resumable state in `state_dir`
+    and inference snapshots at `analyze_epochs` in `state_dir/snapshots`. A non-finite
+    loss ends training at once (status diverged); the last finite state is kept as
+    snapshots/last.keras. Returns {"status", "reason", "epochs_completed", "history", ...}.
+    """
+    import keras
+    import tensorflow as tf
+
+    state_dir = Path(state_dir)
+    snapshot_dir = state_dir / "snapshots"
+    progress_path = state_dir / "progress.json"
+    epochs = training["epochs"]
+    batch_size = training["batch_size"]
+    steps_per_epoch = math.ceil(len(x_train) / batch_size)
+
+    keras.utils.set_random_seed(seed)
+    if training.get("deterministic", True):
+        tf.config.experimental.enable_op_determinism()
+
+    progress = None
+    if progress_path.exists():
+        progress = json.loads(progress_path.read_text())
+        if progress.get("fingerprint") != run_fingerprint:
+            log(f"state in {state_dir} belongs to another configuration: starting from scratch")
+            progress = None
+    if progress is None:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    snapshot_dir.mkdir(parents=True, exist_ok=True)
+
+    if progress is not None and progress["epochs_completed"] > 0:
+        start_epoch = progress["epochs_completed"]
+        history = progress["history"]
+        model = keras.models.load_model(state_dir / progress["model_file"])
+        log(f"resuming from {progress['model_file']} after epoch {start_epoch} of {epochs}")
+    else:
+        start_epoch, history = 0, []
+        core = build_core()
+        augmentation = make_augmentation(training["augmentation"], seed)
+        model = keras.Sequential([augmentation, core], name="training_model")
+        model.build((None, *x_train.shape[1:]))
+        model.compile(
+            optimizer=keras.optimizers.SGD(
+                learning_rate=make_lr_schedule(
+                    training["learning_rate"],
+                    training["lr_boundaries"],
+                    training["lr_factor"],
+                    steps_per_epoch,
+                ),
+                momentum=training["momentum"],
+            ),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        log(
+            f"starting training: {epochs} epochs, {len(x_train)} images, "
+            f"{steps_per_epoch} steps per epoch"
+        )
+    augmentation, core = model.layers
+
+    diverged = False
+    validate_every = training.get("validate_every", 1)
+    run_started = time.monotonic()
+    for epoch in range(start_epoch, epochs):
+        reset_augmentation_state(augmentation, seed, epoch)
+        order = epoch_order(len(x_train), seed, epoch)
+        monitor = _DivergenceMonitor.create()
+        started = time.monotonic()
+        fit = model.fit(
+            x_train[order],
+            y_train[order],
+            batch_size=batch_size,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            shuffle=False,
+            verbose=0,
+            callbacks=[monitor],
+        )
+        loss = float(fit.history["loss"][-1])
+        accuracy = float(fit.history["accuracy"][-1])
+        row = {
+            "epoch": epoch + 1,
+            "loss": loss,
+            "accuracy": accuracy,
+            "val_loss": None,
+            "val_accuracy": None,
+            "lr": lr_at_epoch(
+                epoch, training["learning_rate"], training["lr_boundaries"], training["lr_factor"]
+            ),
+            "seconds": 0.0,
+        }
+        if monitor.diverged_at_batch is not None or not math.isfinite(loss):
+            diverged = True
+            row["seconds"] = time.monotonic() - started
+            history.append(row)
+            log(
+                f"epoch {epoch + 1}/{epochs}: loss is not finite "
+                f"(batch {monitor.diverged_at_batch}): diverged"
+            )
+            break
+        last_epoch = epoch + 1 == epochs
+        if (validate_every and (epoch + 1) % validate_every == 0) or last_epoch:
+            probabilities = core.predict(x_test, batch_size=512, verbose=0)
+            row["val_loss"], row["val_accuracy"] = evaluate_probabilities(probabilities, y_test)
+        row["seconds"] = time.monotonic() - started
+        history.append(row)
+
+        if epoch + 1 in analyze_epochs:
+            _save_keras_atomic(core, snapshot_dir / f"epoch{epoch + 1}.keras")
+        model_file = f"epoch{epoch + 1}.keras"
+        _save_keras_atomic(model, state_dir / model_file)
+        write_json(
+            {
+                "fingerprint": run_fingerprint,
+                "epochs_completed": epoch + 1,
+                "model_file": model_file,
+                "history": history,
+            },
+            progress_path,
+        )
+        for old in state_dir.glob("epoch*.keras"):
+            if old.name != model_file:
+                old.unlink()
+        done = epoch + 1 - start_epoch
+        eta = (time.monotonic() - run_started) / done * (epochs - epoch - 1)
+        val = f" val_acc {row['val_accuracy']:.4f}" if row["val_accuracy"] is not None else ""
+        log(
+            f"epoch {epoch + 1}/{epochs}: loss {loss:.4f} acc {accuracy:.4f}{val} "
+            f"lr {row['lr']:.2g} {row['seconds']:.1f}s, eta {eta / 60:.1f} min"
+        )
+
+    if diverged:
+        # The weights are now non-finite; keep the last finite state for later stages.
+        saved = sorted(state_dir.glob("epoch*.keras"))
+        if saved:
+            last_model = keras.models.load_model(saved[-1])
+            _save_keras_atomic(last_model.layers[1], snapshot_dir / "last.keras")
+        else:
+            _save_keras_atomic(core, snapshot_dir / "last.keras")
+    status, reason = classify_outcome(
+        history, diverged, training.get("not_learning_margin", 0.02), num_classes=10
+    )
+    log(f"status: {status} ({reason})")
+    return {
+        "status": status,
+        "reason": reason,
+        "epochs_completed": len(history) - (1 if diverged else 0),
+        "epochs_planned": epochs,
+        "history": history,
+    }

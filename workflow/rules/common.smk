@@ -1,0 +1,99 @@
+import os
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+validate(config, "../../config/schema.yaml")
+
+# Rule scripts import the project's library from src/ (also without `pip install -e .`);
+# jobs inherit this environment, locally and on a cluster.
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        p
+        for p in (str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH"))
+        if p
+    )
+)
+
+ARCHITECTURES = [
+    "Regular_Conv_With_BN",
+    "Regular_Conv_No_BN",
+    "DWS_Conv_With_BN",
+    "DWS_Conv_No_BN",
+]
+INITIALIZERS = [
+    "RandNorm_Large",
+    "RandNorm_Med",
+    "RandNorm_Small",
+    "RandUni_Large",
+    "RandUni_Med",
+    "RandUni_Small",
+    "ModGlorotUni_Large",
+    "ModGlorotUni_Med",
+    "GlorotUni",
+    "GlorotNorm",
+    "HeUni",
+    "HeNorm",
+]
+
+RESULTS = config["results_dir"]
+STATE = config["state_dir"]
+EPOCHS = config["training"]["epochs"]
+ANALYZE_EPOCHS = sorted(set(config["training"]["analyze_epochs"] or [EPOCHS]))
+if ANALYZE_EPOCHS[-1] > EPOCHS:
+    raise ValueError(
+        f"config: training.analyze_epochs {ANALYZE_EPOCHS} lists epochs after the last "
+        f"training epoch (training.epochs = {EPOCHS})"
+    )
+
+CELL = f"{RESULTS}/{{arch}}/{{init}}/seed{{seed}}"
+TRAIN_DIR = f"{CELL}/train"
+EPOCH_DIR = f"{CELL}/epoch{{epoch}}"
+DATASET = f"{RESULTS}/data/dataset.npz"
+
+
+wildcard_constraints:
+    arch="|".join(ARCHITECTURES),
+    init="|".join(INITIALIZERS),
+    seed=r"\d+",
+    epoch=r"\d+",
+
+
+def cells():
+    """Every (arch, init, seed) of the configured study."""
+    return [
+        dict(arch=a, init=i, seed=s)
+        for a in config["architectures"]
+        for i in config["initializers"]
+        for s in config["seeds"]
+    ]
+
+
+def expand_cells(pattern, **extra):
+    """`pattern` filled for every configured cell (and every analysed epoch if it has one)."""
+    epochs = ANALYZE_EPOCHS if "{epoch}" in pattern else [None]
+    return [
+        pattern.format(**cell, epoch=epoch, **extra)
+        for cell in cells()
+        for epoch in epochs
+    ]
+
+
+def all_checkpoints():
+    return expand_cells(f"{EPOCH_DIR}/model.keras")
+
+
+def init_settings(wildcards):
+    """Only this cell's initializer settings, so editing one reruns only its cells."""
+    return config["initializer_settings"].get(wildcards.init, {})
+
+
+def train_resource(name):
+    return config["resources"]["train"][name]
+
+
+def analysis_resource(name):
+    return config["resources"]["analysis"][name]

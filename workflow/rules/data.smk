@@ -1,0 +1,18 @@
+rule prepare_data:
+    output:
+        dataset=DATASET,
+        metadata=f"{RESULTS}/data/dataset.json",
+    log:
+        f"{RESULTS}/logs/prepare_data.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare_data.tsv"
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        data=config["data"],
+    script:
+        "../scripts/prepare_data.py"

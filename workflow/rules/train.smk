@@ -1,0 +1,45 @@
+rule train:
+    input:
+        dataset=DATASET,
+        metadata=f"{RESULTS}/data/dataset.json",
+    output:
+        history=f"{TRAIN_DIR}/history.parquet",
+        status=f"{TRAIN_DIR}/status.json",
+        snapshots=directory(f"{TRAIN_DIR}/snapshots"),
+    log:
+        f"{TRAIN_DIR}/train.log",
+    benchmark:
+        f"{TRAIN_DIR}/benchmark.tsv"
+    conda:
+        "../../envs/tensorflow.yaml"
+    threads: train_resource("threads")
+    resources:
+        mem_mb=train_resource("mem_mb"),
+        runtime=train_resource("runtime"),
+        gpu=train_resource("gpu"),
+    params:
+        init_settings=init_settings,
+        model=config["model"],
+        training=config["training"],
+        analyze_epochs=ANALYZE_EPOCHS,
+        state_dir=lambda wc: f"{STATE}/{wc.arch}/{wc.init}/seed{wc.seed}",
+    script:
+        "../scripts/train.py"
+
+
+rule export_checkpoint:
+    input:
+        status=f"{TRAIN_DIR}/status.json",
+        snapshots=f"{TRAIN_DIR}/snapshots",
+    output:
+        model=f"{EPOCH_DIR}/model.keras",
+        cell=f"{EPOCH_DIR}/cell.json",
+    log:
+        f"{EPOCH_DIR}/logs/export_checkpoint.log",
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=500,
+        runtime=5,
+    script:
+        "../scripts/export_checkpoint.py"

@@ -1,0 +1,37 @@
+"""Rule export_checkpoint: export one cell's model at one analysed epoch (no TensorFlow)."""
+
+from pathlib import Path
+
+from quantinit.io import copy_file, read_json, redirect_output_to_log, write_json
+from quantinit.training import STATUS_DIVERGED
+
+redirect_output_to_log(snakemake.log[0])
+status = read_json(snakemake.input.status)
+epoch = int(snakemake.wildcards.epoch)
+snapshots = Path(snakemake.input.snapshots)
+snapshot = snapshots / f"epoch{epoch}.keras"
+exported_epoch = epoch
+if not snapshot.exists():
+    if status["status"] != STATUS_DIVERGED or not (snapshots / "last.keras").exists():
+        available = sorted(p.name for p in snapshots.glob("*.keras"))
+        raise FileNotFoundError(
+            f"no model saved at epoch {epoch} in {snapshots} (have: {available}); add the "
+            "epoch to training.analyze_epochs and rerun training"
+        )
+    # A diverged run stopped before this epoch: export its last finite state, marked as such.
+    snapshot = snapshots / "last.keras"
+    exported_epoch = status["epochs_completed"]
+print(f"exporting {snapshot} (epoch {exported_epoch}, status {status['status']})")
+copy_file(snapshot, snakemake.output.model)
+write_json(
+    {
+        "arch": status["arch"],
+        "init": status["init"],
+        "seed": status["seed"],
+        "epoch": epoch,
+        "exported_epoch": exported_epoch,
+        "status": status["status"],
+        "reason": status["reason"],
+    },
+    snakemake.output.cell,
+)

@@ -1,0 +1,70 @@
+"""Rule train: train one cell (resuming from its saved state), write history and status."""
+
+import functools
+from pathlib import Path
+
+import pandas as pd
+
+from quantinit.data import load_dataset
+from quantinit.io import copy_tree, read_json, redirect_output_to_log, write_json, write_parquet
+from quantinit.training import fingerprint, train_cell
+
+redirect_output_to_log(snakemake.log[0])
+
+import tensorflow as tf  # noqa: E402 - after the redirect, so its messages reach the log
+
+from quantinit.models import build_model  # noqa: E402
+
+tf.config.threading.set_intra_op_parallelism_threads(snakemake.threads)
+tf.config.threading.set_inter_op_parallelism_threads(min(2, snakemake.threads))
+
+arch, init, seed = snakemake.wildcards.arch, snakemake.wildcards.init, int(snakemake.wildcards.seed)
+model_config, training = snakemake.params.model, snakemake.params.training
+data_checksum = read_json(snakemake.input.metadata)["checksum"]
+dataset = load_dataset(snakemake.input.dataset)
+
+run = {
+    "arch": arch,
+    "init": init,
+    "init_settings": snakemake.params.init_settings,
+    "seed": seed,
+    "model": model_config,
+    "training": training,
+    "analyze_epochs": snakemake.params.analyze_epochs,
+    "data_checksum": data_checksum,
+}
+print(f"cell {arch} / {init} / seed {seed}", flush=True)
+build_core = functools.partial(
+    build_model,
+    arch,
+    init,
+    seed,
+    init_settings=snakemake.params.init_settings,
+    first_conv=model_config["first_conv"],
+    stages=model_config["stages"],
+    dense=model_config["dense"],
+    width_multiplier=model_config["width_multiplier"],
+    bn_momentum=model_config["bn_momentum"],
+    bn_epsilon=model_config["bn_epsilon"],
+)
+state_dir = Path(snakemake.params.state_dir)
+result = train_cell(
+    build_core,
+    dataset.x_train,
+    dataset.y_train,
+    dataset.x_test,
+    dataset.y_test,
+    training=training,
+    seed=seed,
+    state_dir=state_dir,
+    run_fingerprint=fingerprint(run),
+    analyze_epochs=snakemake.params.analyze_epochs,
+)
+
+history = pd.DataFrame(result.pop("history")).assign(arch=arch, init=init, seed=seed)
+copy_tree(state_dir / "snapshots", snakemake.output.snapshots)
+write_parquet(history, snakemake.output.history)
+write_json(
+    {"arch": arch, "init": init, "seed": seed, "data_checksum": data_checksum, **result},
+    snakemake.output.status,
+)
