@@ -1,0 +1,72 @@
+"""Run the real workflow on a tiny synthetic study in a temporary folder."""
+
+import subprocess
+import sys
+
+import yaml
+from conftest import REPO
+
+TINY = {
+    "data": {
+        "source": "synthetic",
+        "synthetic": {"train_samples": 1200, "test_samples": 200, "seed": 0},
+    },
+    "architectures": [
+        "Regular_Conv_With_BN",
+        "Regular_Conv_No_BN",
+        "DWS_Conv_With_BN",
+        "DWS_Conv_No_BN",
+    ],
+    "initializers": ["HeUni"],
+    "model": {"width_multiplier": 0.125, "dense": [64, 32], "bn_momentum": 0.5},
+    "training": {"epochs": 1, "batch_size": 32, "lr_boundaries": [], "learning_rate": 0.05},
+    "resources": {"train": {"threads": 1, "mem_mb": 1000, "runtime": 10, "gpu": 0}},
+}
+
+
+def deep_update(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_update(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def write_config(workdir, **overrides):
+    config = deep_update(TINY, overrides)
+    path = workdir / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def snakemake_command(workdir, *args, cores=2):
+    return [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir), "--configfile", str(workdir / "tiny.yaml"),
+        "--cores", str(cores), *args,
+    ]  # fmt: skip
+
+
+def snakemake(workdir, *args, cores=2, timeout=900):
+    return subprocess.run(
+        snakemake_command(workdir, *args, cores=cores),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def planned_jobs(dry_run_stdout: str) -> dict[str, int]:
+    """The job-count table of a dry run ("job  count" ... "total  N"), as {rule: count}."""
+    counts, in_table = {}, False
+    for line in dry_run_stdout.splitlines():
+        parts = line.split()
+        if parts == ["job", "count"]:
+            in_table = True
+        elif in_table and parts and parts[0] == "total":
+            break
+        elif in_table and len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    return counts
