@@ -82,8 +82,11 @@ def expand_cells(pattern, **extra):
     ]
 
 
-def all_checkpoints():
-    return expand_cells(f"{EPOCH_DIR}/model.keras")
+def per_cell_results():
+    """Every cell's final per-cell outputs (the rest of each chain follows from them)."""
+    return expand_cells(f"{EPOCH_DIR}/metrics.parquet") + expand_cells(
+        f"{EPOCH_DIR}/layerwise.parquet"
+    )
 
 
 def init_settings(wildcards):

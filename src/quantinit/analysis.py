@@ -1,0 +1,186 @@
+"""Keras-side analysis of one trained cell: BN folding, activation capture, simulated quint8.
+
+The networks are simple chains (models.py), so a model is rebuilt layer by layer from the
+layers' own configs: folding drops each BatchNormalization and gives the layer before it a
+bias; the simulated quantized model inserts TensorFlow FakeQuant ops after every quantized
+tensor and carries fake-quantized kernels.
+
+Quantized tensors, in order: the rescaled input image, the output of every kernel layer
+after its ReLU (conv, depthwise, pointwise, dense), and the logits. Max-pooling and
+flattening keep their input's quantization, as in TFLite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from quantinit.folding import channel_axis, fold_batchnorm
+from quantinit.quantization import activation_range, fake_quantize, weight_range
+
+INPUT_TENSOR = "rescale"
+
+
+@dataclass(frozen=True)
+class KernelLayer:
+    """A layer with a kernel, with what follows it in the chain."""
+
+    order: int
+    name: str
+    kind: str  # conv | depthwise | pointwise | dense
+    batchnorm: str | None
+    output: str  # the layer whose output is this layer's quantized tensor
+
+
+def _kind(layer) -> str | None:
+    import keras
+
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return "depthwise"
+    if isinstance(layer, keras.layers.Conv2D):
+        return "pointwise" if tuple(layer.kernel_size) == (1, 1) else "conv"
+    if isinstance(layer, keras.layers.Dense):
+        return "dense"
+    return None
+
+
+def kernel_layers(model) -> list[KernelLayer]:
+    """The kernel layers of a chain model, in order, with their BN and output layers."""
+    import keras
+
+    layers = model.layers
+    found = []
+    for index, layer in enumerate(layers):
+        kind = _kind(layer)
+        if kind is None:
+            continue
+        batchnorm, output = None, layer.name
+        for follower in layers[index + 1 :]:
+            if isinstance(follower, keras.layers.BatchNormalization):
+                batchnorm = follower.name
+            elif isinstance(follower, keras.layers.ReLU):
+                output = follower.name
+                break
+            else:
+                break
+        found.append(KernelLayer(len(found), layer.name, kind, batchnorm, output))
+    return found
+
+
+def quantized_tensors(model) -> list[str]:
+    """Names of the layers whose outputs the quantized model quantizes, in order."""
+    return [INPUT_TENSOR, *(k.output for k in kernel_layers(model))]
+
+
+def _rebuild(model, transform):
+    """Rebuild a chain model; `transform(layer, x)` returns the new output for each layer."""
+    import keras
+
+    inputs = keras.Input(shape=model.input_shape[1:], name=model.layers[0].name)
+    x = inputs
+    for layer in model.layers[1:]:
+        x = transform(layer, x)
+    return keras.Model(inputs, x, name=model.name)
+
+
+def fold_model(model):
+    """A BatchNorm-free copy of `model` with every BN folded into the layer before it (Eq. 3).
+
+    Kernels keep their layer names; a kernel layer followed by BN gains a bias. Returns
+    (folded_model, {layer name: {"kernel", "bias"}} of the folded weights).
+    """
+    import keras
+
+    by_name = {k.name: k for k in kernel_layers(model)}
+    weights: dict[str, dict[str, np.ndarray]] = {}
+    for layer in by_name.values():
+        kernel_and_bias = model.get_layer(layer.name).get_weights()
+        kernel = kernel_and_bias[0]
+        bias = kernel_and_bias[1] if len(kernel_and_bias) > 1 else None
+        if layer.batchnorm:
+            bn = model.get_layer(layer.batchnorm)
+            gamma, beta, mean, variance = bn.get_weights()
+            kernel, bias = fold_batchnorm(
+                kernel, bias, gamma, beta, mean, variance, bn.epsilon, layer.kind
+            )
+        weights[layer.name] = {"kernel": kernel, "bias": bias}
+
+    def transform(layer, x):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return x
+        config = layer.get_config()
+        if layer.name in by_name:
+            config["use_bias"] = True
+        return layer.__class__.from_config(config)(x)
+
+    folded = _rebuild(model, transform)
+    for name, w in weights.items():
+        folded.get_layer(name).set_weights([w["kernel"], w["bias"]])
+    return folded, weights
+
+
+def capture_model(model, names: list[str]):
+    """A model with the same input whose outputs are the named layers' outputs."""
+    import keras
+
+    return keras.Model(model.input, [model.get_layer(n).output for n in names])
+
+
+def capture(model, images: np.ndarray, names: list[str], batch_size: int = 256) -> dict:
+    """Outputs of the named layers on `images` (inference mode), as numpy arrays."""
+    probe = capture_model(model, names)
+    outputs = probe.predict(images, batch_size=batch_size, verbose=0)
+    if len(names) == 1:
+        outputs = [outputs]
+    return dict(zip(names, (np.asarray(o) for o in outputs), strict=True))
+
+
+def weight_quant_ranges(folded_weights: dict, kinds: dict, scheme: dict) -> dict:
+    """Per kernel layer, the QuantRange the scheme uses for its folded kernel."""
+    return {
+        name: weight_range(w["kernel"], scheme, channel_axis(kinds[name]))
+        for name, w in folded_weights.items()
+    }
+
+
+def build_quantized_model(folded_model, activation_bounds: dict, scheme: dict):
+    """The simulated quantized network: fake-quantized kernels and activations.
+
+    `activation_bounds` maps each quantized tensor's layer name to its calibrated (lo, hi).
+    Kernels are fake-quantized with the scheme's granularity and symmetry; biases stay
+    float32 (int32-equivalent precision); activations are quantized per tensor with the
+    scheme's bits and symmetry. The softmax runs in float on the dequantized logits.
+    """
+    import keras
+    import tensorflow as tf
+
+    activation_scheme = {**scheme, "granularity": "per_tensor"}
+    kinds = {k.name: k.kind for k in kernel_layers(folded_model)}
+
+    def fake_quant_layer(name):
+        lo, hi = activation_bounds[name]
+        qrange = activation_range(lo, hi, activation_scheme)
+        qmin, qmax = float(qrange.qmin_real), float(qrange.qmax_real)
+        return keras.layers.Lambda(
+            lambda t: tf.quantization.fake_quant_with_min_max_args(
+                t, min=qmin, max=qmax, num_bits=qrange.bits, narrow_range=qrange.narrow_range
+            ),
+            name=f"{name}_quant",
+        )
+
+    def transform(layer, x):
+        new = layer.__class__.from_config(layer.get_config())
+        x = new(x)
+        if layer.name in kinds:
+            kernel, *rest = layer.get_weights()
+            axis = channel_axis(kinds[layer.name])
+            qrange = weight_range(kernel, scheme, axis)
+            per_channel = scheme["granularity"] == "per_channel"
+            kernel_q = fake_quantize(kernel, *qrange, channel_axis=axis if per_channel else None)
+            new.set_weights([kernel_q, *rest])
+        if layer.name in activation_bounds:
+            x = fake_quant_layer(layer.name)(x)
+        return x
+
+    return _rebuild(folded_model, transform)

@@ -1,0 +1,359 @@
+"""The per-cell Parquet tables, built from numpy arrays (no TensorFlow here).
+
+calibration.parquet: one row per quantized tensor (its calibrated ranges).
+layerwise.parquet:   one row per kernel layer (weights, folded weights, activations).
+metrics.parquet:     one row per cell (accuracies, QMSE, QCE, percent decrease).
+dynamics.parquet:    one row per kernel layer and epoch (layerwise statistics in training).
+Column meanings: docs/parquet-schemas.md.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from quantinit.folding import channel_axis
+from quantinit.stats import (
+    average_channel_precision,
+    clipped_activation_stats,
+    fans,
+    kl_to_uniform,
+    percent_accuracy_decrease,
+    qce,
+    qmse,
+    tensor_range,
+)
+
+KEYS = {
+    "arch": ("string", "architecture, e.g. DWS_Conv_With_BN"),
+    "init": ("string", "initializer by the paper's name, e.g. HeUni"),
+    "seed": ("int64", "training seed"),
+    "epoch": ("int64", "analysed epoch (the cell's checkpoint)"),
+    "status": ("string", "training outcome: ok | diverged | not_learning"),
+}
+ACTIVATION = {
+    "min": ("double", "minimum over the calibration images"),
+    "max": ("double", "maximum over the calibration images"),
+    "clip_lo": ("double", "bottom percentile (symmetric percentile clipping)"),
+    "clip_hi": ("double", "top percentile"),
+    "clipped_range": ("double", "clip_hi - clip_lo"),
+    "channel_ranges": ("list<double>", "per channel, max - min of the clipped values"),
+    "average_precision": ("double", "Eq. 2 on the clipped tensor: mean channel range / range"),
+    "kl_uniform": ("double", "KL(histogram || uniform) on [clip_lo, clip_hi], 2^bits bins, nats"),
+}
+# Every per-cell Parquet file: {column: (Arrow type, meaning)}; docs/parquet-schemas.md is
+# generated from this (python -m quantinit.tables) and tests check real files against it.
+SCHEMAS = {
+    "calibration": {
+        **KEYS,
+        "tensor": ("string", "layer whose output is quantized (rescale = the input image)"),
+        "order": ("int64", "position along the network"),
+        "kind": ("string", "input | conv | depthwise | pointwise | dense"),
+        **ACTIVATION,
+        "num_samples": ("int64", "calibration images (seeded draw from the training set)"),
+        "percentile": ("double", "clipping percentile p (bottom and top p%)"),
+    },
+    "quantization": {
+        **KEYS,
+        "role": ("string", "weight | activation"),
+        "tensor": ("string", "kernel layer (weights) or quantized output layer (activations)"),
+        "kind": ("string", "input | conv | depthwise | pointwise | dense"),
+        "bits": ("int64", "bit width"),
+        "narrow_range": ("bool", "true for symmetric schemes: integers [1, 2^bits - 1]"),
+        "qmin": ("list<double>", "real range quantized, low end (one per channel if per-channel)"),
+        "qmax": ("list<double>", "real range quantized, high end"),
+        "nudged_min": ("list<double>", "TensorFlow's nudged low end (0 exactly representable)"),
+        "nudged_max": ("list<double>", "nudged high end"),
+        "scale": ("list<double>", "quantization step"),
+    },
+    "metrics": {
+        **KEYS,
+        "fp32_accuracy": ("double", "test accuracy of the trained float model, percent"),
+        "quint8_accuracy": ("double", "test accuracy of the simulated quantized model, percent"),
+        "tflite_int8_accuracy": ("double", "test accuracy of the full-integer TFLite model"),
+        "qmse": ("double", "mean over images and classes of (p_fp32 - p_quint8)^2"),
+        "qce": ("double", "mean over images of -sum_k p_fp32 log clip(p_quint8, eps, 1)"),
+        "percent_accuracy_decrease": ("double", "100 (fp32 - quint8) / fp32"),
+        "tflite_qmse": ("double", "QMSE of the TFLite model's dequantized outputs"),
+        "test_samples": ("double", "test images evaluated"),
+        "training_reason": ("string", "why training ended with its status"),
+        "exported_epoch": ("int64", "epoch of the weights analysed (earlier if diverged)"),
+    },
+    "layerwise": {
+        **KEYS,
+        "layer": ("string", "kernel layer name (conv1, block2_dw, fc1, logits ...)"),
+        "order": ("int64", "position among kernel layers"),
+        "kind": ("string", "conv | depthwise | pointwise | dense"),
+        "fan_in": ("double", "Eq. 1 fan-in of the kernel"),
+        "fan_out": ("double", "Eq. 1 fan-out of the kernel"),
+        "weight_min": ("double", "trained kernel minimum"),
+        "weight_max": ("double", "trained kernel maximum"),
+        "weight_range": ("double", "trained kernel max - min"),
+        "folded_weight_min": ("double", "BN-folded kernel minimum"),
+        "folded_weight_max": ("double", "BN-folded kernel maximum"),
+        "folded_weight_range": ("double", "BN-folded kernel max - min"),
+        "folded_weight_precision": ("double", "Eq. 2 over the folded kernel's output channels"),
+        "folded_weight_kl_uniform": ("double", "KL(histogram || uniform), 2^bits bins, nats"),
+        "activation": ("string", "the layer whose output is this layer's quantized tensor"),
+        "activation_clip_lo": ("double", "calibrated clipped range, low end"),
+        "activation_clip_hi": ("double", "calibrated clipped range, high end"),
+        "activation_range": ("double", "clipped activation range"),
+        "activation_precision": ("double", "Eq. 2 of the clipped activations"),
+        "activation_kl_uniform": ("double", "KL(histogram || uniform) of the activations"),
+    },
+}
+
+
+def cell_keys(cell: dict) -> dict:
+    """The key columns every per-cell table carries, from the exported cell.json."""
+    return {
+        "arch": cell["arch"],
+        "init": cell["init"],
+        "seed": int(cell["seed"]),
+        "epoch": int(cell["epoch"]),
+        "status": cell["status"],
+    }
+
+
+def arrow_schema(table: str):
+    """The pyarrow schema of one of the per-cell tables (SCHEMAS)."""
+    import pyarrow as pa
+
+    types = {
+        "string": pa.string(),
+        "int64": pa.int64(),
+        "double": pa.float64(),
+        "bool": pa.bool_(),
+        "list<double>": pa.list_(pa.float64()),
+    }
+    return pa.schema([(name, types[kind]) for name, (kind, _) in SCHEMAS[table].items()])
+
+
+def write_table(frame: pd.DataFrame, table: str, cell: dict, path) -> None:
+    """Write `frame` as the cell's `table` file: key columns added, columns and types exactly
+    as SCHEMAS says (missing columns become nulls), atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from quantinit.io import atomic_path
+
+    frame = frame.reset_index(drop=True).assign(**cell_keys(cell))
+    frame = frame.reindex(columns=list(SCHEMAS[table]))
+    frame = frame.astype(object).where(frame.notna(), None)
+    arrow = pa.Table.from_pandas(frame, schema=arrow_schema(table), preserve_index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(arrow, tmp)
+
+
+def save_weights(path, layers, trained: dict, folded: dict) -> None:
+    """Write trained and BN-folded kernels (and folded biases) of every kernel layer.
+
+    `layers`: KernelLayer-like objects; stored as JSON so numpy-only stages can read them.
+    """
+    from quantinit.io import atomic_path
+
+    arrays = {"layers": np.array(json.dumps([dict(vars(layer)) for layer in layers]))}
+    for layer in layers:
+        arrays[f"{layer.name}/kernel"] = trained[layer.name]
+        arrays[f"{layer.name}/folded_kernel"] = folded[layer.name]["kernel"]
+        arrays[f"{layer.name}/folded_bias"] = folded[layer.name]["bias"]
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)
+
+
+def load_weights(path):
+    """(layers as SimpleNamespace list, trained kernels, folded kernels) from save_weights."""
+    from types import SimpleNamespace
+
+    with np.load(path) as stored:
+        layers = [SimpleNamespace(**layer) for layer in json.loads(str(stored["layers"]))]
+        trained = {layer.name: stored[f"{layer.name}/kernel"] for layer in layers}
+        folded = {layer.name: stored[f"{layer.name}/folded_kernel"] for layer in layers}
+    return layers, trained, folded
+
+
+def calibration_indices(num_train: int, num_samples: int, seed: int) -> np.ndarray:
+    """The training images used for calibration: a seeded draw without replacement."""
+    if num_samples > num_train:
+        raise ValueError(
+            f"calibration.num_samples = {num_samples} exceeds the {num_train} training images"
+        )
+    return np.sort(np.random.default_rng([seed, 1024]).choice(num_train, num_samples, False))
+
+
+def activation_row(x: np.ndarray, percentile: float, bits: int) -> dict:
+    """Range statistics of one activation tensor, percentile-clipped as the paper does."""
+    stats = clipped_activation_stats(x, percentile, channel_axis=-1)
+    return {
+        "min": stats["min"],
+        "max": stats["max"],
+        "clip_lo": stats["clip_lo"],
+        "clip_hi": stats["clip_hi"],
+        "clipped_range": stats["clipped_range"],
+        "channel_ranges": stats["channel_ranges"].astype(np.float64).tolist(),
+        "average_precision": stats["average_precision"],
+        "kl_uniform": kl_to_uniform(x, stats["clip_lo"], stats["clip_hi"], 2**bits),
+    }
+
+
+def calibration_table(activations: dict, kinds: dict, percentile: float, bits: int):
+    """One row per quantized tensor (in the given order) from its calibration activations."""
+    rows = []
+    for order, (name, x) in enumerate(activations.items()):
+        rows.append(
+            {
+                "tensor": name,
+                "order": order,
+                "kind": kinds[name],
+                **activation_row(x, percentile, bits),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def weight_stats(kernel: np.ndarray, kind: str, prefix: str, bits: int | None = None) -> dict:
+    """min, max, range (and average channel precision, KL to uniform) of a kernel."""
+    lo, hi = tensor_range(kernel)
+    row = {f"{prefix}_min": lo, f"{prefix}_max": hi, f"{prefix}_range": hi - lo}
+    if bits is not None:
+        row[f"{prefix}_precision"] = average_channel_precision(kernel, channel_axis(kind))
+        row[f"{prefix}_kl_uniform"] = kl_to_uniform(kernel, lo, hi, 2**bits)
+    return row
+
+
+def layerwise_table(layers, trained: dict, folded: dict, calibration: pd.DataFrame, bits: int):
+    """One row per kernel layer: trained and folded weights, and its output activation.
+
+    `layers`: analysis.KernelLayer-like objects (order, name, kind, output); `trained` and
+    `folded`: {layer name: kernel}; `calibration`: calibration_table's frame.
+    """
+    by_tensor = calibration.set_index("tensor")
+    rows = []
+    for layer in layers:
+        fan_in, fan_out = fans(trained[layer.name].shape)
+        activation = by_tensor.loc[layer.output]
+        rows.append(
+            {
+                "layer": layer.name,
+                "order": layer.order,
+                "kind": layer.kind,
+                "fan_in": fan_in,
+                "fan_out": fan_out,
+                **weight_stats(trained[layer.name], layer.kind, "weight"),
+                **weight_stats(folded[layer.name], layer.kind, "folded_weight", bits),
+                "activation": layer.output,
+                "activation_clip_lo": activation["clip_lo"],
+                "activation_clip_hi": activation["clip_hi"],
+                "activation_range": activation["clipped_range"],
+                "activation_precision": activation["average_precision"],
+                "activation_kl_uniform": activation["kl_uniform"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.argmax(probabilities, axis=1) == labels))
+
+
+def metrics_row(labels, p_fp32, p_quint8, p_tflite=None, qce_epsilon: float = 1e-7) -> dict:
+    """The paper's evaluation of one cell (accuracies in percent, as its Table 2)."""
+    fp32, quint8 = 100 * accuracy(p_fp32, labels), 100 * accuracy(p_quint8, labels)
+    return {
+        "fp32_accuracy": fp32,
+        "quint8_accuracy": quint8,
+        "tflite_int8_accuracy": np.nan if p_tflite is None else 100 * accuracy(p_tflite, labels),
+        "qmse": qmse(p_fp32, p_quint8),
+        "qce": qce(p_fp32, p_quint8, eps=qce_epsilon),
+        "percent_accuracy_decrease": percent_accuracy_decrease(fp32, quint8),
+        "tflite_qmse": np.nan if p_tflite is None else qmse(p_fp32, p_tflite),
+        "test_samples": len(labels),
+    }
+
+
+def activation_bounds(calibration: pd.DataFrame, method: str) -> dict:
+    """{tensor: (lo, hi)} to quantize with: the clipped range (percentile) or min/max."""
+    if method not in ("percentile", "minmax"):
+        raise ValueError(f"calibration method must be percentile or minmax, got {method!r}")
+    lo, hi = ("clip_lo", "clip_hi") if method == "percentile" else ("min", "max")
+    return {
+        row.tensor: (float(getattr(row, lo)), float(getattr(row, hi)))
+        for row in calibration.itertuples()
+    }
+
+
+def quantization_table(folded: dict, kinds: dict, bounds: dict, scheme: dict):
+    """The quantization parameters of every weight and activation tensor.
+
+    One row per tensor: role (weight | activation), tensor, layer kind, the real range the
+    scheme quantizes (qmin, qmax; lists for per-channel weights), TensorFlow's nudged range
+    and the step (scale). Zero is exactly representable in every nudged range.
+    """
+    from quantinit.quantization import activation_range, nudged_range, weight_range
+
+    activation_scheme = {**scheme, "granularity": "per_tensor"}
+    rows = []
+    for name, kernel in folded.items():
+        rows.append(
+            ("weight", name, kinds[name], weight_range(kernel, scheme, channel_axis(kinds[name])))
+        )
+    for name, (lo, hi) in bounds.items():
+        rows.append(("activation", name, kinds[name], activation_range(lo, hi, activation_scheme)))
+    records = []
+    for role, name, kind, qrange in rows:
+        nudged_min, nudged_max, scale = nudged_range(*qrange)
+        records.append(
+            {
+                "role": role,
+                "tensor": name,
+                "kind": kind,
+                "bits": qrange.bits,
+                "narrow_range": qrange.narrow_range,
+                "qmin": np.atleast_1d(qrange.qmin_real).astype(np.float64).tolist(),
+                "qmax": np.atleast_1d(qrange.qmax_real).astype(np.float64).tolist(),
+                "nudged_min": np.atleast_1d(nudged_min).astype(np.float64).tolist(),
+                "nudged_max": np.atleast_1d(nudged_max).astype(np.float64).tolist(),
+                "scale": np.atleast_1d(scale).astype(np.float64).tolist(),
+            }
+        )
+    return pd.DataFrame(records)
+
+
+def placeholder_rows(names_and_kinds, name_column: str) -> pd.DataFrame:
+    """Rows with only names, order and kind: what a diverged cell's tables hold."""
+    return pd.DataFrame(
+        [
+            {name_column: name, "order": order, "kind": kind}
+            for order, (name, kind) in enumerate(names_and_kinds)
+        ]
+    )
+
+
+def tensor_kinds(layers) -> dict:
+    """{quantized tensor: kind}: the input image, then each kernel layer's output."""
+    return {"rescale": "input", **{layer.output: layer.kind for layer in layers}}
+
+
+def schema_markdown() -> str:
+    """docs/parquet-schemas.md: every per-cell table's columns, types and meanings."""
+    lines = [
+        "# Parquet schemas",
+        "",
+        "Generated from `quantinit.tables.SCHEMAS` by `python -m quantinit.tables`;",
+        "the tests check files written by a real run against the same schemas. Each file",
+        "lives in `results/<arch>/<init>/seed<seed>/epoch<E>/`. A diverged cell's files keep",
+        "every column, with nulls where nothing could be measured.",
+    ]
+    for table, columns in SCHEMAS.items():
+        lines += ["", f"## {table}.parquet", "", "| column | type | meaning |", "| --- | --- | --- |"]
+        lines += [
+            f"| `{name}` | {kind} | {meaning.replace('|', chr(92) + '|')} |"
+            for name, (kind, meaning) in columns.items()
+        ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(schema_markdown(), end="")

@@ -1,0 +1,134 @@
+"""BN folding of whole models and the simulated quantized model, against hand calculations."""
+
+import keras
+import numpy as np
+import pytest
+
+from quantinit.analysis import (
+    build_quantized_model,
+    capture,
+    fold_model,
+    kernel_layers,
+    quantized_tensors,
+)
+from quantinit.models import ARCHITECTURES, build_model, weighted_layers
+from quantinit.quantization import fake_quant_reference
+from quantinit.stats import softmax
+
+SMALL = dict(width_multiplier=0.25, dense=(32, 16))
+
+
+def images(n, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, 32, 32, 3)).astype("float32")
+
+
+def randomize_batchnorm(model, seed=0):
+    """Non-trivial BN parameters and moving statistics, as after training."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights(
+                [
+                    rng.uniform(-2, 2, n),  # gamma, both signs
+                    rng.normal(0, 0.5, n),  # beta
+                    rng.normal(0, 0.3, n),  # moving mean
+                    rng.uniform(0.05, 3, n),  # moving variance
+                ]
+            )
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_kernel_layers_match_the_architecture_plan(arch):
+    model = build_model(arch, "HeUni", 0, **SMALL)
+    found = kernel_layers(model)
+    planned = weighted_layers(arch, width_multiplier=0.25, dense=(32, 16))
+    assert [(k.order, k.name, k.kind, k.batchnorm, k.output) for k in found] == [
+        (p.order, p.name, p.kind, p.batchnorm, p.activation) for p in planned
+    ]
+    assert quantized_tensors(model) == ["rescale", *(p.activation for p in planned)]
+
+
+@pytest.mark.parametrize("arch", ["Regular_Conv_With_BN", "DWS_Conv_With_BN"])
+def test_folded_model_gives_the_same_logits(arch):
+    model = build_model(arch, "GlorotUni", 0, **SMALL)
+    randomize_batchnorm(model)
+    folded, weights = fold_model(model)
+    assert not any(isinstance(la, keras.layers.BatchNormalization) for la in folded.layers)
+    assert [k.name for k in kernel_layers(folded)] == [k.name for k in kernel_layers(model)]
+    x = images(32)
+    original = capture(model, x, ["logits"])["logits"]
+    refolded = capture(folded, x, ["logits"])["logits"]
+    # float32 round-off: relative to the logits' scale
+    np.testing.assert_allclose(refolded, original, rtol=0, atol=1e-4 * np.abs(original).max())
+    second = kernel_layers(model)[1].name  # block1_dw or block1_conv
+    np.testing.assert_array_equal(
+        folded.get_layer(second).get_weights()[0], weights[second]["kernel"]
+    )
+
+
+def test_model_without_batchnorm_folds_to_itself():
+    model = build_model("DWS_Conv_No_BN", "HeUni", 0, **SMALL)
+    folded, _ = fold_model(model)
+    for a, b in zip(model.get_weights(), folded.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def two_layer_model():
+    inputs = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255, name="rescale")(inputs)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(6, name="fc1")(x)
+    x = keras.layers.ReLU(name="fc1_relu")(x)
+    x = keras.layers.Dense(4, name="logits")(x)
+    outputs = keras.layers.Softmax(name="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(1)
+    model.get_layer("fc1").set_weights([rng.normal(0, 0.05, (3072, 6)), rng.normal(0, 0.1, 6)])
+    model.get_layer("logits").set_weights([rng.normal(0, 0.5, (6, 4)), rng.normal(0, 0.1, 4)])
+    return model
+
+
+@pytest.mark.parametrize("granularity", ["per_tensor", "per_channel"])
+def test_quantized_model_equals_quantizing_by_hand(granularity):
+    model = two_layer_model()
+    scheme = {"bits": 8, "granularity": granularity, "symmetric": False}
+    bounds = {"rescale": (0.0, 1.0), "fc1_relu": (0.0, 1.7), "logits": (-2.1, 1.3)}
+    quantized = build_quantized_model(model, bounds, scheme)
+    x = images(16, seed=2)
+
+    def quant_weights(w):
+        if granularity == "per_tensor":
+            return fake_quant_reference(w, min(w.min(), 0), max(w.max(), 0))
+        lo, hi = np.minimum(w.min(axis=0), 0), np.maximum(w.max(axis=0), 0)
+        return fake_quant_reference(w, lo, hi, channel_axis=1)
+
+    w1, b1 = model.get_layer("fc1").get_weights()
+    w2, b2 = model.get_layer("logits").get_weights()
+    h = fake_quant_reference(x.reshape(16, -1) / np.float32(255), 0.0, 1.0)
+    h = fake_quant_reference(np.maximum(h @ quant_weights(w1) + b1, 0), 0.0, 1.7)
+    logits = fake_quant_reference(h @ quant_weights(w2) + b2, -2.1, 1.3)
+    expected = softmax(logits)
+    got = np.asarray(quantized.predict(x, verbose=0))
+    # Up to float32 summation order; a flipped rounding would show as a whole step (~0.013).
+    np.testing.assert_allclose(got, expected, atol=2e-3)
+    # and quantization really happened: logits lie on the 8-bit grid of [-2.1, 1.3]
+    grid = capture(quantized, x, ["logits_quant"])["logits_quant"]
+    step = (1.3 + 2.1) / 255
+    assert len(np.unique(np.round(grid / step, 3))) <= 256
+    np.testing.assert_allclose(np.round(grid / step) * step, grid, atol=1e-5)
+
+
+def test_quantized_model_is_close_to_float_with_calibrated_ranges():
+    model = build_model("Regular_Conv_No_BN", "HeUni", 0, **SMALL)
+    x = images(64)
+    names = quantized_tensors(model)
+    acts = capture(model, x, names)
+    bounds = {n: (float(a.min()), float(a.max())) for n, a in acts.items()}
+    quantized = build_quantized_model(
+        model, bounds, {"bits": 8, "granularity": "per_tensor", "symmetric": False}
+    )
+    p_float = model.predict(x, verbose=0)
+    p_quant = quantized.predict(x, verbose=0)
+    assert np.abs(p_float - p_quant).mean() < 0.02
+    assert not np.array_equal(p_float, p_quant)

@@ -1,0 +1,121 @@
+rule fold_bn:
+    input:
+        model=f"{EPOCH_DIR}/model.keras",
+        cell=f"{EPOCH_DIR}/cell.json",
+    output:
+        model=f"{EPOCH_DIR}/folded.keras",
+        weights=f"{EPOCH_DIR}/weights.npz",
+    log:
+        f"{EPOCH_DIR}/logs/fold_bn.log",
+    benchmark:
+        f"{EPOCH_DIR}/benchmarks/fold_bn.tsv"
+    threads: analysis_resource("threads")
+    resources:
+        mem_mb=analysis_resource("mem_mb"),
+        runtime=analysis_resource("runtime"),
+    conda:
+        "../../envs/tensorflow.yaml"
+    script:
+        "../scripts/fold_bn.py"
+
+
+rule calibrate:
+    input:
+        model=f"{EPOCH_DIR}/folded.keras",
+        weights=f"{EPOCH_DIR}/weights.npz",
+        dataset=DATASET,
+        cell=f"{EPOCH_DIR}/cell.json",
+    output:
+        calibration=f"{EPOCH_DIR}/calibration.parquet",
+    params:
+        calibration=config["calibration"],
+        bits=config["quantization"]["bits"],
+    log:
+        f"{EPOCH_DIR}/logs/calibrate.log",
+    benchmark:
+        f"{EPOCH_DIR}/benchmarks/calibrate.tsv"
+    threads: analysis_resource("threads")
+    resources:
+        mem_mb=analysis_resource("mem_mb"),
+        runtime=analysis_resource("runtime"),
+    conda:
+        "../../envs/tensorflow.yaml"
+    script:
+        "../scripts/calibrate.py"
+
+
+rule quantize:
+    input:
+        model=f"{EPOCH_DIR}/folded.keras",
+        weights=f"{EPOCH_DIR}/weights.npz",
+        calibration=f"{EPOCH_DIR}/calibration.parquet",
+        dataset=DATASET,
+        cell=f"{EPOCH_DIR}/cell.json",
+    output:
+        quantization=f"{EPOCH_DIR}/quantization.parquet",
+        tflite=f"{EPOCH_DIR}/model_int8.tflite",
+    params:
+        quantization=config["quantization"],
+        calibration=config["calibration"],
+        tflite=config["evaluation"]["tflite"],
+    log:
+        f"{EPOCH_DIR}/logs/quantize.log",
+    benchmark:
+        f"{EPOCH_DIR}/benchmarks/quantize.tsv"
+    threads: analysis_resource("threads")
+    resources:
+        mem_mb=analysis_resource("mem_mb"),
+        runtime=analysis_resource("runtime"),
+    conda:
+        "../../envs/tensorflow.yaml"
+    script:
+        "../scripts/quantize.py"
+
+
+rule evaluate:
+    input:
+        model=f"{EPOCH_DIR}/model.keras",
+        folded=f"{EPOCH_DIR}/folded.keras",
+        quantization=f"{EPOCH_DIR}/quantization.parquet",
+        tflite=f"{EPOCH_DIR}/model_int8.tflite",
+        dataset=DATASET,
+        cell=f"{EPOCH_DIR}/cell.json",
+    output:
+        metrics=f"{EPOCH_DIR}/metrics.parquet",
+    params:
+        quantization=config["quantization"],
+        evaluation=config["evaluation"],
+    log:
+        f"{EPOCH_DIR}/logs/evaluate.log",
+    benchmark:
+        f"{EPOCH_DIR}/benchmarks/evaluate.tsv"
+    threads: analysis_resource("threads")
+    resources:
+        mem_mb=analysis_resource("mem_mb"),
+        runtime=analysis_resource("runtime"),
+    conda:
+        "../../envs/tensorflow.yaml"
+    script:
+        "../scripts/evaluate.py"
+
+
+rule layerwise:
+    input:
+        weights=f"{EPOCH_DIR}/weights.npz",
+        calibration=f"{EPOCH_DIR}/calibration.parquet",
+        cell=f"{EPOCH_DIR}/cell.json",
+    output:
+        layerwise=f"{EPOCH_DIR}/layerwise.parquet",
+    params:
+        bits=config["quantization"]["bits"],
+    log:
+        f"{EPOCH_DIR}/logs/layerwise.log",
+    benchmark:
+        f"{EPOCH_DIR}/benchmarks/layerwise.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/layerwise.py"

@@ -1,0 +1,32 @@
+"""Rule fold_bn: fold every BatchNorm into the layer before it (Eq. 3); check equivalence."""
+
+import numpy as np
+
+from quantinit.io import atomic_path, read_json, redirect_output_to_log
+from quantinit.tables import save_weights
+
+redirect_output_to_log(snakemake.log[0])
+
+import keras  # noqa: E402 - after the redirect, so TensorFlow's messages reach the log
+
+from quantinit.analysis import fold_model, kernel_layers  # noqa: E402
+
+cell = read_json(snakemake.input.cell)
+model = keras.models.load_model(snakemake.input.model)
+layers = kernel_layers(model)
+folded, folded_weights = fold_model(model)
+trained = {layer.name: model.get_layer(layer.name).get_weights()[0] for layer in layers}
+folded_bn = [layer.name for layer in layers if layer.batchnorm]
+print(f"folded {len(folded_bn)} BatchNorm layers into {folded_bn or 'none'}")
+
+if cell["status"] != "diverged":
+    probe = np.random.default_rng(0).uniform(0, 255, (64, 32, 32, 3)).astype("float32")
+    logits = [keras.Model(m.input, m.get_layer("logits").output) for m in (model, folded)]
+    original, refolded = (np.asarray(m.predict(probe, verbose=0)) for m in logits)
+    scale = float(np.abs(original).max()) or 1.0
+    print(f"max |logits difference| after folding: {np.abs(original - refolded).max():.3g} "
+          f"(logits scale {scale:.3g})")  # fmt: skip
+
+with atomic_path(snakemake.output.model) as tmp:
+    folded.save(tmp)
+save_weights(snakemake.output.weights, layers, trained, folded_weights)
