@@ -347,7 +347,8 @@ def schema_markdown() -> str:
         "every column, with nulls where nothing could be measured.",
     ]
     for table, columns in SCHEMAS.items():
-        lines += ["", f"## {table}.parquet", "", "| column | type | meaning |", "| --- | --- | --- |"]
+        lines += ["", f"## {table}.parquet", "", "| column | type | meaning |"]
+        lines += ["| --- | --- | --- |"]
         lines += [
             f"| `{name}` | {kind} | {meaning.replace('|', chr(92) + '|')} |"
             for name, (kind, meaning) in columns.items()
