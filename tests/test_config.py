@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import yaml
+
 from conftest import REPO
 from workflow_helpers import planned_jobs
 

@@ -7,7 +7,11 @@ import subprocess
 import time
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
+
+from quantinit.tables import arrow_schema
+
 from workflow_helpers import planned_jobs, snakemake, snakemake_command, write_config
 
 pytestmark = pytest.mark.slow
@@ -15,13 +19,67 @@ pytestmark = pytest.mark.slow
 ARCHS = ["Regular_Conv_With_BN", "Regular_Conv_No_BN", "DWS_Conv_With_BN", "DWS_Conv_No_BN"]
 
 
+DIVERGING = "results/Regular_Conv_No_BN/RandNorm_Large/seed0/epoch1"
+FIXTURE_SETTINGS = {"RandNorm_Large": {"stddev": 20.0}}
+
+
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
+    """The 4 architectures with HeUni, and one cell made to diverge (RandNorm std 20)."""
     workdir = tmp_path_factory.mktemp("tiny")
-    write_config(workdir)
-    result = snakemake(workdir)
+    write_config(workdir, initializer_settings=FIXTURE_SETTINGS)
+    result = snakemake(
+        workdir, "all", f"{DIVERGING}/metrics.parquet", f"{DIVERGING}/layerwise.parquet"
+    )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     return workdir
+
+
+def cell_dir(workdir, arch, init="HeUni"):
+    return workdir / "results" / arch / init / "seed0" / "epoch1"
+
+
+@pytest.mark.parametrize("table", ["calibration", "quantization", "metrics", "layerwise"])
+def test_every_table_conforms_to_its_schema(tiny_study, table):
+    for arch in ARCHS:
+        stored = pq.read_table(cell_dir(tiny_study, arch) / f"{table}.parquet")
+        assert stored.schema.equals(arrow_schema(table), check_metadata=False), arch
+    diverged = pq.read_table(tiny_study / DIVERGING / f"{table}.parquet")
+    assert diverged.schema.equals(arrow_schema(table), check_metadata=False)
+
+
+def test_metrics_of_trained_cells(tiny_study):
+    for arch in ARCHS:
+        metrics = pd.read_parquet(cell_dir(tiny_study, arch) / "metrics.parquet").iloc[0]
+        history = pd.read_parquet(cell_dir(tiny_study, arch).parent / "train/history.parquet")
+        # the same model on the same test images as training's last validation
+        assert metrics.fp32_accuracy == pytest.approx(100 * history.val_accuracy.iloc[-1])
+        assert 0 <= metrics.quint8_accuracy <= 100 and 0 <= metrics.tflite_int8_accuracy <= 100
+        assert metrics.qmse >= 0 and metrics.qce >= 0
+        assert metrics.status in {"ok", "not_learning"} and metrics.arch == arch
+
+
+def test_diverged_cell_yields_rows_marked_diverged(tiny_study):
+    status = json.loads((tiny_study / DIVERGING / "cell.json").read_text())["status"]
+    assert status == "diverged"
+    metrics = pd.read_parquet(tiny_study / DIVERGING / "metrics.parquet")
+    assert list(metrics.status) == ["diverged"] and metrics.fp32_accuracy.isna().all()
+    layerwise = pd.read_parquet(tiny_study / DIVERGING / "layerwise.parquet")
+    assert len(layerwise) == 9 and set(layerwise.status) == {"diverged"}
+    assert layerwise.layer.iloc[0] == "conv1" and layerwise.weight_range.isna().all()
+
+
+def test_layerwise_joins_calibration_and_dynamics(tiny_study):
+    cell = cell_dir(tiny_study, "DWS_Conv_With_BN")
+    layerwise = pd.read_parquet(cell / "layerwise.parquet")
+    calibration = pd.read_parquet(cell / "calibration.parquet").set_index("tensor")
+    assert list(layerwise.kind[:3]) == ["conv", "depthwise", "pointwise"]
+    for row in layerwise.itertuples():
+        assert row.activation_range == calibration.loc[row.activation, "clipped_range"]
+    assert calibration.index[0] == "rescale" and len(calibration) == len(layerwise) + 1
+    dynamics = pd.read_parquet(cell.parent / "train/dynamics.parquet")
+    assert sorted(dynamics.epoch.unique()) == [0, 1]
+    assert list(dynamics[dynamics.epoch == 1].layer) == list(layerwise.layer)
 
 
 def test_every_cell_trained_and_exported(tiny_study):
@@ -61,20 +119,24 @@ def test_finished_study_has_nothing_to_do(tiny_study):
 
 
 def test_changing_one_initializer_setting_reruns_only_its_cells(tiny_study):
+    targets = ("all", f"{DIVERGING}/metrics.parquet")
+    write_config(tiny_study, initializer_settings={"RandNorm_Large": {"stddev": 4.0}})
+    jobs = planned_jobs(snakemake(tiny_study, "-n", *targets).stdout)
+    assert jobs["train"] == 1 and jobs["evaluate"] == 1  # the RandNorm_Large cell, no HeUni one
     write_config(
         tiny_study,
-        initializers=["HeUni", "RandUni_Small"],
-        initializer_settings={"RandUni_Small": {"limit": 0.2}},
+        initializer_settings={"RandNorm_Large": {"stddev": 20.0}, "RandUni_Small": {"limit": 0.2}},
     )
-    first = planned_jobs(snakemake(tiny_study, "-n").stdout)
-    assert first["train"] == 4  # the 4 new RandUni_Small cells, no HeUni cell
-    write_config(tiny_study)  # back to the finished study
+    result = snakemake(tiny_study, "-n", *targets)
+    assert "Nothing to be done" in result.stdout + result.stderr
+    write_config(tiny_study, initializer_settings=FIXTURE_SETTINGS)
 
 
 def test_single_cell_target_runs_only_that_cell(tiny_study):
-    target = "results/DWS_Conv_With_BN/GlorotUni/seed0/epoch1/model.keras"
+    target = "results/DWS_Conv_With_BN/GlorotUni/seed0/epoch1/metrics.parquet"
     jobs = planned_jobs(snakemake(tiny_study, "-n", target).stdout)
-    assert jobs == {"train": 1, "export_checkpoint": 1}
+    chain = ["train", "export_checkpoint", "fold_bn", "calibrate", "quantize", "evaluate"]
+    assert jobs == dict.fromkeys(chain, 1)
 
 
 def test_killed_training_resumes_where_it_stopped(tmp_path):

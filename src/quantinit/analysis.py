@@ -84,6 +84,22 @@ def _rebuild(model, transform):
     return keras.Model(inputs, x, name=model.name)
 
 
+def folded_weights(model, layers=None) -> dict:
+    """{kernel layer: {"kernel", "bias"}} with every BatchNorm folded in (Eq. 3), numpy only."""
+    weights: dict[str, dict[str, np.ndarray]] = {}
+    for layer in layers or kernel_layers(model):
+        kernel, *bias = model.get_layer(layer.name).get_weights()
+        bias = bias[0] if bias else None
+        if layer.batchnorm:
+            bn = model.get_layer(layer.batchnorm)
+            gamma, beta, mean, variance = bn.get_weights()
+            kernel, bias = fold_batchnorm(
+                kernel, bias, gamma, beta, mean, variance, bn.epsilon, layer.kind
+            )
+        weights[layer.name] = {"kernel": kernel, "bias": bias}
+    return weights
+
+
 def fold_model(model):
     """A BatchNorm-free copy of `model` with every BN folded into the layer before it (Eq. 3).
 
@@ -92,19 +108,9 @@ def fold_model(model):
     """
     import keras
 
-    by_name = {k.name: k for k in kernel_layers(model)}
-    weights: dict[str, dict[str, np.ndarray]] = {}
-    for layer in by_name.values():
-        kernel_and_bias = model.get_layer(layer.name).get_weights()
-        kernel = kernel_and_bias[0]
-        bias = kernel_and_bias[1] if len(kernel_and_bias) > 1 else None
-        if layer.batchnorm:
-            bn = model.get_layer(layer.batchnorm)
-            gamma, beta, mean, variance = bn.get_weights()
-            kernel, bias = fold_batchnorm(
-                kernel, bias, gamma, beta, mean, variance, bn.epsilon, layer.kind
-            )
-        weights[layer.name] = {"kernel": kernel, "bias": bias}
+    layers = kernel_layers(model)
+    by_name = {k.name: k for k in layers}
+    weights = folded_weights(model, layers)
 
     def transform(layer, x):
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -184,3 +190,52 @@ def build_quantized_model(folded_model, activation_bounds: dict, scheme: dict):
         return x
 
     return _rebuild(folded_model, transform)
+
+
+class LayerDynamics:
+    """Per-layer statistics of a model on a fixed probe batch, recorded once per epoch.
+
+    Built once per training run (the capture model is reused), then called after each
+    epoch: weight and BN-folded weight ranges, folded precision, and the clipped
+    activation range and precision of each kernel layer's output on the probe images.
+    """
+
+    def __init__(self, model, probe_images: np.ndarray, percentile: float):
+        self.model = model
+        self.layers = kernel_layers(model)
+        self.probe = probe_images.astype("float32")
+        self.capture = capture_model(model, [k.output for k in self.layers])
+        self.percentile = percentile
+
+    def __call__(self, epoch: int) -> list[dict]:
+        from quantinit.stats import average_channel_precision, percentile_range, tensor_range
+
+        activations = self.capture(self.probe, training=False)
+        folded = folded_weights(self.model, self.layers)
+        rows = []
+        for layer, activation in zip(self.layers, activations, strict=True):
+            kernel = self.model.get_layer(layer.name).get_weights()[0]
+            folded_kernel = folded[layer.name]["kernel"]
+            w_lo, w_hi = tensor_range(kernel)
+            f_lo, f_hi = tensor_range(folded_kernel)
+            activation = np.asarray(activation)
+            a_lo, a_hi = percentile_range(activation, self.percentile)
+            clipped = np.clip(activation, a_lo, a_hi)
+            rows.append(
+                {
+                    "epoch": epoch,
+                    "layer": layer.name,
+                    "order": layer.order,
+                    "kind": layer.kind,
+                    "weight_min": w_lo,
+                    "weight_max": w_hi,
+                    "weight_range": w_hi - w_lo,
+                    "folded_weight_range": f_hi - f_lo,
+                    "folded_weight_precision": average_channel_precision(
+                        folded_kernel, channel_axis(layer.kind)
+                    ),
+                    "activation_range": a_hi - a_lo,
+                    "activation_precision": average_channel_precision(clipped, -1),
+                }
+            )
+        return rows

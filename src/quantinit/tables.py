@@ -77,6 +77,7 @@ SCHEMAS = {
         "qce": ("double", "mean over images of -sum_k p_fp32 log clip(p_quint8, eps, 1)"),
         "percent_accuracy_decrease": ("double", "100 (fp32 - quint8) / fp32"),
         "tflite_qmse": ("double", "QMSE of the TFLite model's dequantized outputs"),
+        "tflite_error": ("string", "why LiteRT could not run the int8 model (else null)"),
         "test_samples": ("double", "test images evaluated"),
         "training_reason": ("string", "why training ended with its status"),
         "exported_epoch": ("int64", "epoch of the weights analysed (earlier if diverged)"),

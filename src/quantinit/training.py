@@ -174,13 +174,17 @@ def train_cell(
     run_fingerprint: str,
     analyze_epochs: list[int],
     log: Callable[[str], None] = print,
+    dynamics: Callable | None = None,
 ) -> dict:
     """Train (or resume training) one cell; return its status record.
 
     `training` is the config's training section. Keeps resumable state in `state_dir`
     and inference snapshots at `analyze_epochs` in `state_dir/snapshots`. A non-finite
     loss ends training at once (status diverged); the last finite state is kept as
-    snapshots/last.keras. Returns {"status", "reason", "epochs_completed", "history", ...}.
+    snapshots/last.keras. `dynamics(core_model)`, if given, returns a callable that maps an
+    epoch number to per-layer statistic rows; they are recorded at initialization (epoch 0)
+    and after every epoch, with their cost in the history's dynamics_seconds.
+    Returns {"status", "reason", "epochs_completed", "history", "dynamics", ...}.
     """
     import keras
     import tensorflow as tf
@@ -209,10 +213,11 @@ def train_cell(
     if progress is not None and progress["epochs_completed"] > 0:
         start_epoch = progress["epochs_completed"]
         history = progress["history"]
+        dynamics_rows = progress["dynamics"]
         model = keras.models.load_model(state_dir / progress["model_file"])
         log(f"resuming from {progress['model_file']} after epoch {start_epoch} of {epochs}")
     else:
-        start_epoch, history = 0, []
+        start_epoch, history, dynamics_rows = 0, [], []
         core = build_core()
         augmentation = make_augmentation(training["augmentation"], seed)
         model = keras.Sequential([augmentation, core], name="training_model")
@@ -235,6 +240,9 @@ def train_cell(
             f"{steps_per_epoch} steps per epoch"
         )
     augmentation, core = model.layers
+    record_dynamics = dynamics(core) if dynamics else None
+    if record_dynamics and start_epoch == 0:
+        dynamics_rows = record_dynamics(0)
 
     diverged = False
     validate_every = training.get("validate_every", 1)
@@ -266,6 +274,7 @@ def train_cell(
                 epoch, training["learning_rate"], training["lr_boundaries"], training["lr_factor"]
             ),
             "seconds": 0.0,
+            "dynamics_seconds": 0.0,
         }
         if monitor.diverged_at_batch is not None or not math.isfinite(loss):
             diverged = True
@@ -281,6 +290,10 @@ def train_cell(
             probabilities = core.predict(x_test, batch_size=512, verbose=0)
             row["val_loss"], row["val_accuracy"] = evaluate_probabilities(probabilities, y_test)
         row["seconds"] = time.monotonic() - started
+        if record_dynamics:
+            dynamics_started = time.monotonic()
+            dynamics_rows += record_dynamics(epoch + 1)
+            row["dynamics_seconds"] = time.monotonic() - dynamics_started
         history.append(row)
 
         if epoch + 1 in analyze_epochs:
@@ -293,6 +306,7 @@ def train_cell(
                 "epochs_completed": epoch + 1,
                 "model_file": model_file,
                 "history": history,
+                "dynamics": dynamics_rows,
             },
             progress_path,
         )
@@ -325,4 +339,5 @@ def train_cell(
         "epochs_completed": len(history) - (1 if diverged else 0),
         "epochs_planned": epochs,
         "history": history,
+        "dynamics": dynamics_rows,
     }

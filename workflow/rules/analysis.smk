@@ -9,12 +9,12 @@ rule fold_bn:
         f"{EPOCH_DIR}/logs/fold_bn.log",
     benchmark:
         f"{EPOCH_DIR}/benchmarks/fold_bn.tsv"
+    conda:
+        "../../envs/tensorflow.yaml"
     threads: analysis_resource("threads")
     resources:
         mem_mb=analysis_resource("mem_mb"),
         runtime=analysis_resource("runtime"),
-    conda:
-        "../../envs/tensorflow.yaml"
     script:
         "../scripts/fold_bn.py"
 
@@ -27,19 +27,19 @@ rule calibrate:
         cell=f"{EPOCH_DIR}/cell.json",
     output:
         calibration=f"{EPOCH_DIR}/calibration.parquet",
-    params:
-        calibration=config["calibration"],
-        bits=config["quantization"]["bits"],
     log:
         f"{EPOCH_DIR}/logs/calibrate.log",
     benchmark:
         f"{EPOCH_DIR}/benchmarks/calibrate.tsv"
+    conda:
+        "../../envs/tensorflow.yaml"
     threads: analysis_resource("threads")
     resources:
         mem_mb=analysis_resource("mem_mb"),
         runtime=analysis_resource("runtime"),
-    conda:
-        "../../envs/tensorflow.yaml"
+    params:
+        calibration=config["calibration"],
+        bits=config["quantization"]["bits"],
     script:
         "../scripts/calibrate.py"
 
@@ -54,20 +54,20 @@ rule quantize:
     output:
         quantization=f"{EPOCH_DIR}/quantization.parquet",
         tflite=f"{EPOCH_DIR}/model_int8.tflite",
-    params:
-        quantization=config["quantization"],
-        calibration=config["calibration"],
-        tflite=config["evaluation"]["tflite"],
     log:
         f"{EPOCH_DIR}/logs/quantize.log",
     benchmark:
         f"{EPOCH_DIR}/benchmarks/quantize.tsv"
+    conda:
+        "../../envs/tensorflow.yaml"
     threads: analysis_resource("threads")
     resources:
         mem_mb=analysis_resource("mem_mb"),
         runtime=analysis_resource("runtime"),
-    conda:
-        "../../envs/tensorflow.yaml"
+    params:
+        quantization=config["quantization"],
+        calibration=config["calibration"],
+        tflite=config["evaluation"]["tflite"],
     script:
         "../scripts/quantize.py"
 
@@ -82,19 +82,19 @@ rule evaluate:
         cell=f"{EPOCH_DIR}/cell.json",
     output:
         metrics=f"{EPOCH_DIR}/metrics.parquet",
-    params:
-        quantization=config["quantization"],
-        evaluation=config["evaluation"],
     log:
         f"{EPOCH_DIR}/logs/evaluate.log",
     benchmark:
         f"{EPOCH_DIR}/benchmarks/evaluate.tsv"
+    conda:
+        "../../envs/tensorflow.yaml"
     threads: analysis_resource("threads")
     resources:
         mem_mb=analysis_resource("mem_mb"),
         runtime=analysis_resource("runtime"),
-    conda:
-        "../../envs/tensorflow.yaml"
+    params:
+        quantization=config["quantization"],
+        evaluation=config["evaluation"],
     script:
         "../scripts/evaluate.py"
 
@@ -106,16 +106,16 @@ rule layerwise:
         cell=f"{EPOCH_DIR}/cell.json",
     output:
         layerwise=f"{EPOCH_DIR}/layerwise.parquet",
-    params:
-        bits=config["quantization"]["bits"],
     log:
         f"{EPOCH_DIR}/logs/layerwise.log",
     benchmark:
         f"{EPOCH_DIR}/benchmarks/layerwise.tsv"
+    conda:
+        "../../envs/analysis.yaml"
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../../envs/analysis.yaml"
+    params:
+        bits=config["quantization"]["bits"],
     script:
         "../scripts/layerwise.py"

@@ -5,6 +5,7 @@ rule train:
     output:
         history=f"{TRAIN_DIR}/history.parquet",
         status=f"{TRAIN_DIR}/status.json",
+        dynamics=f"{TRAIN_DIR}/dynamics.parquet",
         snapshots=directory(f"{TRAIN_DIR}/snapshots"),
     log:
         f"{TRAIN_DIR}/train.log",
@@ -22,6 +23,8 @@ rule train:
         model=config["model"],
         training=config["training"],
         analyze_epochs=ANALYZE_EPOCHS,
+        dynamics=config["dynamics"],
+        percentile=config["calibration"]["percentile"],
         state_dir=lambda wc: f"{STATE}/{wc.arch}/{wc.init}/seed{wc.seed}",
     script:
         "../scripts/train.py"

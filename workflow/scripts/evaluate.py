@@ -31,14 +31,21 @@ else:
     folded = keras.models.load_model(snakemake.input.folded)
     quantized = build_quantized_model(folded, bounds, snakemake.params.quantization)
     p_quint8 = quantized.predict(images, batch_size=batch, verbose=0)
-    p_tflite = None
+    p_tflite, tflite_error = None, None
     tflite_model = Path(snakemake.input.tflite).read_bytes()
     if tflite_model:
         from quantinit.tflite import run_tflite
 
-        p_tflite = run_tflite(tflite_model, images, batch_size=batch, num_threads=snakemake.threads)
+        try:
+            p_tflite = run_tflite(tflite_model, images, batch, num_threads=snakemake.threads)
+        except RuntimeError as error:
+            # LiteRT refuses some degenerate models (e.g. ranges of 1e17 next to all-zero
+            # ones in an exploded network): the cell keeps its other metrics.
+            tflite_error = str(error)
+            print(f"LiteRT could not run the int8 model: {tflite_error}")
     row = metrics_row(labels, p_fp32, p_quint8, p_tflite, settings["qce_epsilon"])
     print(", ".join(f"{k} {v:.4g}" for k, v in row.items()))
+    row["tflite_error"] = tflite_error
 row["training_reason"] = cell["reason"]
 row["exported_epoch"] = cell["exported_epoch"]
 write_table(pd.DataFrame([row]), "metrics", cell, snakemake.output.metrics)

@@ -26,10 +26,10 @@ else:
     tflite_model = b""
     if snakemake.params.tflite:
         import keras
-        from quantinit.tflite import convert_full_integer
 
         from quantinit.data import load_dataset
         from quantinit.tables import calibration_indices
+        from quantinit.tflite import convert_full_integer
 
         dataset = load_dataset(snakemake.input.dataset)
         indices = calibration_indices(

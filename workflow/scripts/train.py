@@ -31,6 +31,7 @@ run = {
     "model": model_config,
     "training": training,
     "analyze_epochs": snakemake.params.analyze_epochs,
+    "dynamics": snakemake.params.dynamics,
     "data_checksum": data_checksum,
 }
 print(f"cell {arch} / {init} / seed {seed}", flush=True)
@@ -47,6 +48,20 @@ build_core = functools.partial(
     bn_momentum=model_config["bn_momentum"],
     bn_epsilon=model_config["bn_epsilon"],
 )
+dynamics_settings = snakemake.params.dynamics
+record_dynamics = None
+if dynamics_settings["enabled"]:
+    from quantinit.analysis import LayerDynamics
+    from quantinit.tables import calibration_indices
+
+    probe_size = min(dynamics_settings["probe_samples"], len(dataset.x_train))
+    probe = dataset.x_train[calibration_indices(len(dataset.x_train), probe_size, seed + 1)]
+    percentile = snakemake.params.percentile
+
+    def record_dynamics(core):
+        return LayerDynamics(core, probe, percentile)
+
+
 state_dir = Path(snakemake.params.state_dir)
 result = train_cell(
     build_core,
@@ -59,11 +74,14 @@ result = train_cell(
     state_dir=state_dir,
     run_fingerprint=fingerprint(run),
     analyze_epochs=snakemake.params.analyze_epochs,
+    dynamics=record_dynamics,
 )
+dynamics = pd.DataFrame(result.pop("dynamics"))
 
 history = pd.DataFrame(result.pop("history")).assign(arch=arch, init=init, seed=seed)
 copy_tree(state_dir / "snapshots", snakemake.output.snapshots)
 write_parquet(history, snakemake.output.history)
+write_parquet(dynamics.assign(arch=arch, init=init, seed=seed), snakemake.output.dynamics)
 write_json(
     {"arch": arch, "init": init, "seed": seed, "data_checksum": data_checksum, **result},
     snakemake.output.status,
