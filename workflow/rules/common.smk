@@ -53,6 +53,8 @@ CELL = f"{RESULTS}/{{arch}}/{{init}}/seed{{seed}}"
 TRAIN_DIR = f"{CELL}/train"
 EPOCH_DIR = f"{CELL}/epoch{{epoch}}"
 DATASET = f"{RESULTS}/data/dataset.npz"
+STUDY = f"{RESULTS}/study"
+FIGURES = f"{STUDY}/figures"
 
 
 wildcard_constraints:
@@ -100,3 +102,36 @@ def train_resource(name):
 
 def analysis_resource(name):
     return config["resources"]["analysis"][name]
+
+
+def cell_pairs(key):
+    """The (arch, init) pairs listed under aggregate.<key>."""
+    return [(cell["arch"], cell["init"]) for cell in config["aggregate"][key]]
+
+
+def selected_cells(key, pattern):
+    """`pattern` for every seed and analysed epoch of the cells listed under aggregate.<key>."""
+    return [
+        pattern.format(arch=arch, init=init, seed=seed, epoch=epoch)
+        for arch, init in cell_pairs(key)
+        for seed in config["seeds"]
+        for epoch in ANALYZE_EPOCHS
+    ]
+
+
+def study_outputs():
+    """Study-level tables and figures."""
+    dynamics = [
+        f"{FIGURES}/dynamics_{arch}_{init}.{ext}"
+        for arch, init in cell_pairs("dynamics_cells")
+        for ext in ("png", "pdf")
+    ]
+    return [
+        f"{STUDY}/table2.md",
+        f"{STUDY}/comparison.md",
+        f"{FIGURES}/figure2_vanishing_act.png",
+        f"{FIGURES}/figure3_layerwise.png",
+        f"{FIGURES}/degradation_heatmap.png",
+        f"{FIGURES}/accuracy_vs_epoch.png",
+        *dynamics,
+    ]

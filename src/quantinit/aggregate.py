@@ -1,0 +1,172 @@
+"""Study-level tables: the paper's Table 2 from every cell's metrics, and paper vs ours.
+
+pandas only. Rows are named as the paper names them (arch_init) and sorted as its Table 2:
+architectures alphabetically, initializers Glorot, ModGlorot, He, RandNorm, RandUni.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+ARCH_ORDER = ["DWS_Conv_No_BN", "DWS_Conv_With_BN", "Regular_Conv_No_BN", "Regular_Conv_With_BN"]
+INIT_ORDER = [
+    "GlorotNorm",
+    "GlorotUni",
+    "ModGlorotUni_Large",
+    "ModGlorotUni_Med",
+    "HeNorm",
+    "HeUni",
+    "RandNorm_Large",
+    "RandNorm_Med",
+    "RandNorm_Small",
+    "RandUni_Large",
+    "RandUni_Med",
+    "RandUni_Small",
+]
+# metrics.parquet column -> Table 2 column
+TABLE2_COLUMNS = {
+    "fp32_accuracy": "FP32 Accuracy",
+    "quint8_accuracy": "QUINT8 Accuracy",
+    "qmse": "QMSE",
+    "qce": "QCE",
+    "percent_accuracy_decrease": "Percent Accuracy Decrease",
+    "tflite_int8_accuracy": "TFLite INT8 Accuracy",
+}
+PAPER_COLUMNS = list(TABLE2_COLUMNS)[:5]
+
+
+def cell_name(arch: str, init: str) -> str:
+    return f"{arch}_{init}"
+
+
+def split_cell_name(name: str) -> tuple[str, str]:
+    """(arch, init) of a paper-style row name such as DWS_Conv_With_BN_RandUni_Large."""
+    for arch in ARCH_ORDER:
+        if name.startswith(arch + "_") and name[len(arch) + 1 :] in INIT_ORDER:
+            return arch, name[len(arch) + 1 :]
+    raise ValueError(f"not an <architecture>_<initializer> name: {name!r}")
+
+
+def _sort_key(frame: pd.DataFrame) -> pd.Series:
+    arch_rank = frame["arch"].map({a: i for i, a in enumerate(ARCH_ORDER)})
+    init_rank = frame["init"].map({n: i for i, n in enumerate(INIT_ORDER)})
+    return arch_rank * len(INIT_ORDER) + init_rank
+
+
+def final_epoch(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Each (arch, init, seed)'s row at its last analysed epoch."""
+    last = metrics.groupby(["arch", "init", "seed"])["epoch"].transform("max")
+    return metrics[metrics["epoch"] == last]
+
+
+def _status_summary(statuses: pd.Series) -> str:
+    counts = statuses.value_counts()
+    if len(counts) == 1:
+        return str(counts.index[0])
+    n = len(statuses)
+    return ", ".join(f"{status} ({count}/{n})" for status, count in counts.items())
+
+
+def table2(metrics: pd.DataFrame, include_failed: bool = True) -> pd.DataFrame:
+    """The paper's Table 2 from the concatenated metrics of every cell (last analysed epoch).
+
+    One row per (arch, init): Network, the mean of each metric over seeds, its standard
+    deviation (ddof 1; NaN for one seed) as "<column> std", n (seeds with metrics), Seeds
+    (all seeds) and Status (e.g. "ok" or "ok (2/3), diverged (1/3)"). Cells whose every seed
+    diverged or did not learn are kept with their status unless include_failed is False
+    (the paper omitted them).
+    """
+    rows = []
+    for (arch, init), group in final_epoch(metrics).groupby(["arch", "init"], sort=False):
+        row = {"arch": arch, "init": init, "Network": cell_name(arch, init)}
+        measured = group[group["status"] != "diverged"]
+        for column, title in TABLE2_COLUMNS.items():
+            values = measured[column].astype(float).dropna()
+            row[title] = values.mean() if len(values) else np.nan
+            row[f"{title} std"] = values.std(ddof=1) if len(values) > 1 else np.nan
+        row["n"] = int(measured["fp32_accuracy"].notna().sum())
+        row["Seeds"] = len(group)
+        row["Status"] = _status_summary(group["status"])
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    if not include_failed:
+        table = table[table["Status"] == "ok"]
+    table = table.iloc[np.argsort(_sort_key(table).to_numpy(), kind="stable")]
+    return table.reset_index(drop=True)
+
+
+def read_paper_table2(path) -> pd.DataFrame:
+    """The paper's Table 2 shipped in reference/paper_table2.csv (comment lines: citation)."""
+    return pd.read_csv(path, comment="#")
+
+
+def comparison(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """Paper and ours side by side, matched by row name, with ours - paper differences.
+
+    Every row of either table appears: a cell the paper omitted (it diverged or did not
+    learn there) has empty paper columns, and a paper row this study lacks empty ours.
+    """
+    paper = paper.rename(columns={"network": "Network"})
+    mine = ours[["Network", "Status", *(TABLE2_COLUMNS[c] for c in PAPER_COLUMNS)]]
+    merged = paper.merge(mine, on="Network", how="outer", indicator=True)
+    out = pd.DataFrame({"Network": merged["Network"]})
+    out["In"] = merged["_merge"].map(
+        {"both": "both", "left_only": "paper only", "right_only": "ours only"}
+    )
+    out["Status"] = merged["Status"]
+    for column in PAPER_COLUMNS:
+        title = TABLE2_COLUMNS[column]
+        out[f"{title} (paper)"] = merged[column]
+        out[f"{title} (ours)"] = merged[title]
+        out[f"{title} (diff)"] = merged[title] - merged[column]
+    names = out["Network"].map(split_cell_name)
+    out["arch"], out["init"] = names.str[0], names.str[1]
+    out = out.iloc[np.argsort(_sort_key(out).to_numpy(), kind="stable")]
+    return out.drop(columns=["arch", "init"]).reset_index(drop=True)
+
+
+def _format(value, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def to_markdown(frame: pd.DataFrame, digits: dict | None = None, default_digits: int = 2) -> str:
+    """A GitHub-flavoured Markdown table; floats rounded per column (`digits`)."""
+    digits = digits or {}
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
+    lines = [header, rule]
+    for row in frame.itertuples(index=False):
+        cells = [
+            _format(value, digits.get(column, default_digits))
+            for column, value in zip(frame.columns, row, strict=True)
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table2_markdown(table: pd.DataFrame) -> str:
+    """Table 2 as the paper prints it: mean (± std over seeds when there are several)."""
+    shown = pd.DataFrame({"Network": table["Network"]})
+    several = (table["n"] > 1).any()
+    for title in TABLE2_COLUMNS.values():
+        places = 3 if title in ("QMSE", "QCE") else 2
+        means, stds = table[title], table[f"{title} std"]
+        shown[title] = [
+            ""
+            if pd.isna(m)
+            else f"{m:.{places}f}" + (f" ± {s:.{places}f}" if several and pd.notna(s) else "")
+            for m, s in zip(means, stds, strict=True)
+        ]
+    if several:
+        shown["n"] = table["n"]
+    shown["Status"] = table["Status"]
+    return to_markdown(shown)

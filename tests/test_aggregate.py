@@ -1,0 +1,114 @@
+"""Table 2 and the paper comparison from metrics made here."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO
+from quantinit.aggregate import (
+    comparison,
+    read_paper_table2,
+    split_cell_name,
+    table2,
+    table2_markdown,
+)
+
+
+def metric_row(arch, init, seed, status="ok", epoch=10, fp32=80.0, quint8=70.0, **extra):
+    row = dict(
+        arch=arch, init=init, seed=seed, epoch=epoch, status=status, fp32_accuracy=fp32,
+        quint8_accuracy=quint8, qmse=0.01, qce=1.0,
+        percent_accuracy_decrease=100 * (fp32 - quint8) / fp32, tflite_int8_accuracy=quint8 + 1,
+    )  # fmt: skip
+    if status == "diverged":
+        for key in ("fp32_accuracy", "quint8_accuracy", "qmse", "qce",
+                    "percent_accuracy_decrease", "tflite_int8_accuracy"):  # fmt: skip
+            row[key] = np.nan
+    row.update(extra)
+    return row
+
+
+@pytest.fixture
+def metrics():
+    return pd.DataFrame(
+        [
+            metric_row("Regular_Conv_With_BN", "HeUni", 0, fp32=88.0, quint8=86.0),
+            metric_row("Regular_Conv_With_BN", "HeUni", 1, fp32=86.0, quint8=85.0),
+            metric_row("Regular_Conv_With_BN", "HeUni", 1, epoch=5, fp32=50.0),  # earlier epoch
+            metric_row("DWS_Conv_With_BN", "RandUni_Large", 0, fp32=76.6, quint8=74.2),
+            metric_row("DWS_Conv_With_BN", "GlorotNorm", 0, fp32=80.1, quint8=69.8),
+            metric_row("Regular_Conv_No_BN", "RandNorm_Large", 0, status="diverged"),
+            metric_row("DWS_Conv_No_BN", "GlorotUni", 0, "not_learning", fp32=10.0, quint8=10.0),
+        ]
+    )
+
+
+def test_table2_means_stds_and_paper_order(metrics):
+    table = table2(metrics)
+    assert list(table.Network) == [
+        "DWS_Conv_No_BN_GlorotUni",
+        "DWS_Conv_With_BN_GlorotNorm",
+        "DWS_Conv_With_BN_RandUni_Large",
+        "Regular_Conv_No_BN_RandNorm_Large",
+        "Regular_Conv_With_BN_HeUni",
+    ]
+    he = table.set_index("Network").loc["Regular_Conv_With_BN_HeUni"]
+    assert he["FP32 Accuracy"] == 87.0  # the last epoch of each seed, not epoch 5
+    assert he["FP32 Accuracy std"] == pytest.approx(np.std([88.0, 86.0], ddof=1))
+    assert he["QUINT8 Accuracy"] == 85.5 and he["n"] == 2 and he["Status"] == "ok"
+    assert he["Percent Accuracy Decrease"] == pytest.approx(
+        np.mean([100 * 2 / 88, 100 * 1 / 86])
+    )
+    diverged = table.set_index("Network").loc["Regular_Conv_No_BN_RandNorm_Large"]
+    assert diverged["Status"] == "diverged" and math.isnan(diverged["FP32 Accuracy"])
+    assert diverged["n"] == 0
+
+
+def test_table2_can_omit_failed_cells_as_the_paper_did(metrics):
+    names = set(table2(metrics, include_failed=False).Network)
+    assert "Regular_Conv_No_BN_RandNorm_Large" not in names
+    assert "DWS_Conv_No_BN_GlorotUni" not in names
+    assert "Regular_Conv_With_BN_HeUni" in names
+
+
+def test_mixed_statuses_are_summarised():
+    frame = pd.DataFrame(
+        [
+            metric_row("Regular_Conv_No_BN", "HeUni", 0),
+            metric_row("Regular_Conv_No_BN", "HeUni", 1, status="diverged"),
+        ]
+    )
+    row = table2(frame).iloc[0]
+    assert row["Status"] == "ok (1/2), diverged (1/2)"
+    assert row["n"] == 1 and row["FP32 Accuracy"] == 80.0
+
+
+def test_paper_reference_is_the_papers_table2():
+    paper = read_paper_table2(REPO / "reference" / "paper_table2.csv")
+    assert len(paper) == 33
+    row = paper.set_index("network").loc["DWS_Conv_With_BN_HeNorm"]
+    assert (row.fp32_accuracy, row.quint8_accuracy, row.qce) == (79.48, 55.56, 2.400)
+    for name in paper.network:
+        split_cell_name(name)  # every row names a real cell
+
+
+def test_comparison_matches_rows_by_name(metrics):
+    paper = read_paper_table2(REPO / "reference" / "paper_table2.csv")
+    side_by_side = comparison(table2(metrics), paper).set_index("Network")
+    row = side_by_side.loc["DWS_Conv_With_BN_RandUni_Large"]
+    assert row["In"] == "both"
+    assert row["FP32 Accuracy (paper)"] == 76.60 and row["FP32 Accuracy (ours)"] == 76.6
+    assert row["QUINT8 Accuracy (diff)"] == pytest.approx(74.2 - 74.18)
+    assert side_by_side.loc["Regular_Conv_No_BN_RandNorm_Large", "In"] == "ours only"
+    assert side_by_side.loc["Regular_Conv_With_BN_GlorotUni", "In"] == "paper only"
+    assert len(side_by_side) == 33 + 1  # the paper's rows plus our diverged cell
+
+
+def test_markdown_shows_std_only_with_several_seeds(metrics):
+    text = table2_markdown(table2(metrics))
+    assert "| Regular_Conv_With_BN_HeUni | 87.00 ± 1.41 |" in text
+    single = table2_markdown(table2(metrics[metrics.arch != "Regular_Conv_With_BN"]))
+    assert "±" not in single and "| DWS_Conv_With_BN_GlorotNorm | 80.10 | 69.80 |" in single
+    assert "diverged" in text

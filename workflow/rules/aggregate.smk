@@ -1,0 +1,171 @@
+rule collect_study:
+    input:
+        metrics=expand_cells(f"{EPOCH_DIR}/metrics.parquet"),
+        layerwise=expand_cells(f"{EPOCH_DIR}/layerwise.parquet"),
+        dynamics=expand_cells(f"{TRAIN_DIR}/dynamics.parquet"),
+    output:
+        metrics=f"{STUDY}/metrics.parquet",
+        layerwise=f"{STUDY}/layerwise.parquet",
+        dynamics=f"{STUDY}/dynamics.parquet",
+    log:
+        f"{STUDY}/logs/collect_study.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/collect_study.py"
+
+
+rule table2:
+    input:
+        metrics=f"{STUDY}/metrics.parquet",
+        paper="reference/paper_table2.csv",
+    output:
+        table=f"{STUDY}/table2.parquet",
+        csv=report(
+            f"{STUDY}/table2.csv",
+            caption="../report/table2.rst",
+            category="Tables",
+        ),
+        markdown=f"{STUDY}/table2.md",
+        comparison=report(
+            f"{STUDY}/comparison.csv",
+            caption="../report/comparison.rst",
+            category="Tables",
+        ),
+        comparison_markdown=f"{STUDY}/comparison.md",
+    params:
+        include_failed=config["aggregate"]["include_failed"],
+    log:
+        f"{STUDY}/logs/table2.log",
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/table2.py"
+
+
+rule figure2:
+    input:
+        layerwise=lambda wc: selected_cells("figure2_cells", f"{EPOCH_DIR}/layerwise.parquet"),
+    output:
+        png=report(
+            f"{FIGURES}/figure2_vanishing_act.png",
+            caption="../report/figure2.rst",
+            category="Figures",
+        ),
+        pdf=f"{FIGURES}/figure2_vanishing_act.pdf",
+    params:
+        figure="figure2",
+        cells=lambda wc: cell_pairs("figure2_cells"),
+    log:
+        f"{STUDY}/logs/figure2.log",
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule figure3:
+    input:
+        layerwise=lambda wc: selected_cells("figure3_cells", f"{EPOCH_DIR}/layerwise.parquet"),
+    output:
+        png=report(
+            f"{FIGURES}/figure3_layerwise.png",
+            caption="../report/figure3.rst",
+            category="Figures",
+        ),
+        pdf=f"{FIGURES}/figure3_layerwise.pdf",
+    params:
+        figure="figure3",
+        cells=lambda wc: cell_pairs("figure3_cells"),
+    log:
+        f"{STUDY}/logs/figure3.log",
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule dynamics_figure:
+    input:
+        dynamics=lambda wc: expand(
+            f"{TRAIN_DIR}/dynamics.parquet",
+            arch=wc.arch,
+            init=wc.init,
+            seed=config["seeds"],
+        ),
+    output:
+        png=report(
+            f"{FIGURES}/dynamics_{{arch}}_{{init}}.png",
+            caption="../report/dynamics.rst",
+            category="Figures",
+        ),
+        pdf=f"{FIGURES}/dynamics_{{arch}}_{{init}}.pdf",
+    params:
+        figure="dynamics",
+    log:
+        f"{STUDY}/logs/dynamics_{{arch}}_{{init}}.log",
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule degradation_heatmap:
+    input:
+        metrics=f"{STUDY}/metrics.parquet",
+    output:
+        png=report(
+            f"{FIGURES}/degradation_heatmap.png",
+            caption="../report/degradation_heatmap.rst",
+            category="Figures",
+        ),
+        pdf=f"{FIGURES}/degradation_heatmap.pdf",
+    params:
+        figure="heatmap",
+    log:
+        f"{STUDY}/logs/degradation_heatmap.log",
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule accuracy_vs_epoch:
+    input:
+        metrics=f"{STUDY}/metrics.parquet",
+    output:
+        png=report(
+            f"{FIGURES}/accuracy_vs_epoch.png",
+            caption="../report/accuracy_vs_epoch.rst",
+            category="Figures",
+        ),
+        pdf=f"{FIGURES}/accuracy_vs_epoch.pdf",
+    params:
+        figure="accuracy_vs_epoch",
+    log:
+        f"{STUDY}/logs/accuracy_vs_epoch.log",
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/figure.py"

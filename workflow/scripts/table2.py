@@ -1,0 +1,31 @@
+"""Rule table2: the paper's Table 2 from this run, and the paper's next to ours."""
+
+from pathlib import Path
+
+from quantinit.aggregate import (
+    comparison,
+    read_paper_table2,
+    table2,
+    table2_markdown,
+    to_markdown,
+)
+from quantinit.io import atomic_path, redirect_output_to_log, write_parquet
+
+redirect_output_to_log(snakemake.log[0])
+import pandas as pd  # noqa: E402
+
+metrics = pd.read_parquet(snakemake.input.metrics)
+table = table2(metrics, include_failed=snakemake.params.include_failed)
+side_by_side = comparison(table, read_paper_table2(snakemake.input.paper))
+write_parquet(table, snakemake.output.table)
+for frame, path in ((table, snakemake.output.csv), (side_by_side, snakemake.output.comparison)):
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+texts = {
+    snakemake.output.markdown: table2_markdown(table),
+    snakemake.output.comparison_markdown: to_markdown(side_by_side, default_digits=3),
+}
+for path, text in texts.items():
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+print(table2_markdown(table))
