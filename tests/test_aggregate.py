@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO
 from quantinit.aggregate import (
     comparison,
     read_paper_table2,
@@ -14,6 +13,8 @@ from quantinit.aggregate import (
     table2,
     table2_markdown,
 )
+
+from conftest import REPO
 
 
 def metric_row(arch, init, seed, status="ok", epoch=10, fp32=80.0, quint8=70.0, **extra):
@@ -58,9 +59,7 @@ def test_table2_means_stds_and_paper_order(metrics):
     assert he["FP32 Accuracy"] == 87.0  # the last epoch of each seed, not epoch 5
     assert he["FP32 Accuracy std"] == pytest.approx(np.std([88.0, 86.0], ddof=1))
     assert he["QUINT8 Accuracy"] == 85.5 and he["n"] == 2 and he["Status"] == "ok"
-    assert he["Percent Accuracy Decrease"] == pytest.approx(
-        np.mean([100 * 2 / 88, 100 * 1 / 86])
-    )
+    assert he["Percent Accuracy Decrease"] == pytest.approx(np.mean([100 * 2 / 88, 100 * 1 / 86]))
     diverged = table.set_index("Network").loc["Regular_Conv_No_BN_RandNorm_Large"]
     assert diverged["Status"] == "diverged" and math.isnan(diverged["FP32 Accuracy"])
     assert diverged["n"] == 0

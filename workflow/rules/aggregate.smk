@@ -9,11 +9,11 @@ rule collect_study:
         dynamics=f"{STUDY}/dynamics.parquet",
     log:
         f"{STUDY}/logs/collect_study.log",
+    conda:
+        "../../envs/analysis.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/analysis.yaml"
     script:
         "../scripts/collect_study.py"
 
@@ -36,22 +36,24 @@ rule table2:
             category="Tables",
         ),
         comparison_markdown=f"{STUDY}/comparison.md",
-    params:
-        include_failed=config["aggregate"]["include_failed"],
     log:
         f"{STUDY}/logs/table2.log",
+    conda:
+        "../../envs/analysis.yaml"
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../../envs/analysis.yaml"
+    params:
+        include_failed=config["aggregate"]["include_failed"],
     script:
         "../scripts/table2.py"
 
 
 rule figure2:
     input:
-        layerwise=lambda wc: selected_cells("figure2_cells", f"{EPOCH_DIR}/layerwise.parquet"),
+        layerwise=lambda wc: selected_cells(
+            "figure2_cells", f"{EPOCH_DIR}/layerwise.parquet"
+        ),
     output:
         png=report(
             f"{FIGURES}/figure2_vanishing_act.png",
@@ -59,23 +61,25 @@ rule figure2:
             category="Figures",
         ),
         pdf=f"{FIGURES}/figure2_vanishing_act.pdf",
-    params:
-        figure="figure2",
-        cells=lambda wc: cell_pairs("figure2_cells"),
     log:
         f"{STUDY}/logs/figure2.log",
+    conda:
+        "../../envs/analysis.yaml"
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../../envs/analysis.yaml"
+    params:
+        figure="figure2",
+        cells=lambda wc: cell_pairs("figure2_cells"),
     script:
         "../scripts/figure.py"
 
 
 rule figure3:
     input:
-        layerwise=lambda wc: selected_cells("figure3_cells", f"{EPOCH_DIR}/layerwise.parquet"),
+        layerwise=lambda wc: selected_cells(
+            "figure3_cells", f"{EPOCH_DIR}/layerwise.parquet"
+        ),
     output:
         png=report(
             f"{FIGURES}/figure3_layerwise.png",
@@ -83,16 +87,16 @@ rule figure3:
             category="Figures",
         ),
         pdf=f"{FIGURES}/figure3_layerwise.pdf",
-    params:
-        figure="figure3",
-        cells=lambda wc: cell_pairs("figure3_cells"),
     log:
         f"{STUDY}/logs/figure3.log",
+    conda:
+        "../../envs/analysis.yaml"
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../../envs/analysis.yaml"
+    params:
+        figure="figure3",
+        cells=lambda wc: cell_pairs("figure3_cells"),
     script:
         "../scripts/figure.py"
 
@@ -112,15 +116,15 @@ rule dynamics_figure:
             category="Figures",
         ),
         pdf=f"{FIGURES}/dynamics_{{arch}}_{{init}}.pdf",
-    params:
-        figure="dynamics",
     log:
         f"{STUDY}/logs/dynamics_{{arch}}_{{init}}.log",
+    conda:
+        "../../envs/analysis.yaml"
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../../envs/analysis.yaml"
+    params:
+        figure="dynamics",
     script:
         "../scripts/figure.py"
 
@@ -135,15 +139,15 @@ rule degradation_heatmap:
             category="Figures",
         ),
         pdf=f"{FIGURES}/degradation_heatmap.pdf",
-    params:
-        figure="heatmap",
     log:
         f"{STUDY}/logs/degradation_heatmap.log",
+    conda:
+        "../../envs/analysis.yaml"
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../../envs/analysis.yaml"
+    params:
+        figure="heatmap",
     script:
         "../scripts/figure.py"
 
@@ -158,14 +162,14 @@ rule accuracy_vs_epoch:
             category="Figures",
         ),
         pdf=f"{FIGURES}/accuracy_vs_epoch.pdf",
-    params:
-        figure="accuracy_vs_epoch",
     log:
         f"{STUDY}/logs/accuracy_vs_epoch.log",
+    conda:
+        "../../envs/analysis.yaml"
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../../envs/analysis.yaml"
+    params:
+        figure="accuracy_vs_epoch",
     script:
         "../scripts/figure.py"
