@@ -112,6 +112,37 @@ def test_at_least_one_cell_learns_in_one_epoch(tiny_study):
     assert max(accuracies) > 0.25, accuracies
 
 
+def test_study_tables_and_figures(tiny_study):
+    study = tiny_study / "results" / "study"
+    table = pd.read_parquet(study / "table2.parquet").set_index("Network")
+    assert set(table.index) == {f"{arch}_HeUni" for arch in ARCHS}  # the diverged cell: not
+    for arch in ARCHS:  # configured, so not in the study's table
+        metrics = pd.read_parquet(cell_dir(tiny_study, arch) / "metrics.parquet").iloc[0]
+        row = table.loc[f"{arch}_HeUni"]
+        assert row["QUINT8 Accuracy"] == pytest.approx(metrics.quint8_accuracy)
+        assert row["QCE"] == pytest.approx(metrics.qce) and row["Status"] == metrics.status
+    assert "| Network | FP32 Accuracy |" in (study / "table2.md").read_text()
+    comparison = pd.read_csv(study / "comparison.csv")
+    assert len(comparison) == 33 + 1  # the paper's rows and DWS_Conv_No_BN_HeUni (not in it)
+    for name in ("figure2_vanishing_act", "figure3_layerwise", "degradation_heatmap",
+                 "accuracy_vs_epoch", "dynamics_DWS_Conv_With_BN_HeUni"):  # fmt: skip
+        assert (study / "figures" / f"{name}.png").stat().st_size > 10_000
+        assert (study / "figures" / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_report_gathers_tables_and_figures(tiny_study):
+    result = snakemake(tiny_study, "--report", "report.html")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    html = (tiny_study / "report.html").read_text(errors="replace")
+    for name in (
+        "table2.csv",
+        "comparison.csv",
+        "figure2_vanishing_act.png",
+        "figure3_layerwise.png",
+    ):
+        assert name in html
+
+
 def test_finished_study_has_nothing_to_do(tiny_study):
     result = snakemake(tiny_study, "-n")
     assert result.returncode == 0

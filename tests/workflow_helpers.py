@@ -22,6 +22,14 @@ TINY = {
     "model": {"width_multiplier": 0.125, "dense": [64, 32], "bn_momentum": 0.5},
     "training": {"epochs": 1, "batch_size": 32, "lr_boundaries": [], "learning_rate": 0.05},
     "resources": {"train": {"threads": 1, "mem_mb": 1000, "runtime": 10, "gpu": 0}},
+    "aggregate": {
+        "figure2_cells": [{"arch": "DWS_Conv_No_BN", "init": "HeUni"}],
+        "figure3_cells": [
+            {"arch": "DWS_Conv_With_BN", "init": "HeUni"},
+            {"arch": "Regular_Conv_With_BN", "init": "HeUni"},
+        ],
+        "dynamics_cells": [{"arch": "DWS_Conv_With_BN", "init": "HeUni"}],
+    },
 }
 
 

@@ -21,7 +21,7 @@ rule collect_study:
 rule table2:
     input:
         metrics=f"{STUDY}/metrics.parquet",
-        paper="reference/paper_table2.csv",
+        paper=PAPER_TABLE2,
     output:
         table=f"{STUDY}/table2.parquet",
         csv=report(

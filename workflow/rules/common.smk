@@ -54,6 +54,8 @@ TRAIN_DIR = f"{CELL}/train"
 EPOCH_DIR = f"{CELL}/epoch{{epoch}}"
 DATASET = f"{RESULTS}/data/dataset.npz"
 STUDY = f"{RESULTS}/study"
+# shipped with the workflow, so found relative to it, not to the working directory
+PAPER_TABLE2 = str(Path(workflow.basedir) / "reference" / "paper_table2.csv")
 FIGURES = f"{STUDY}/figures"
 
 
