@@ -2,13 +2,15 @@
 # make quick - set up and run the quick preset on the CIFAR-10 JPEG copy in data/
 # make test  - set up and run the test suite (what CI runs)
 # make lint  - ruff, snakefmt and snakemake --lint
+# make docs-figures - rerun (if needed) the quick preset's study and copy Figures 2, 3 and
+#              Table 2 into docs/, as shown in README.md
 VENV ?= .venv
 PYTHON ?= python3
 CORES ?= 8
 BIN := $(VENV)/bin
 SHARED_DATA ?= ../shared/data/cifar10-jpeg.tar.gz
 
-.PHONY: setup run quick test lint data
+.PHONY: setup run quick test lint data docs-figures
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +41,13 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check .
 	$(BIN)/snakemake --lint --cores 1
+
+QUICK_STUDY := results/study
+docs-figures: setup data
+	$(BIN)/snakemake --cores 2 --configfile config/quick.yaml $(QUICK_STUDY)/table2.md \
+		$(QUICK_STUDY)/figures/figure2_vanishing_act.png $(QUICK_STUDY)/figures/figure3_layerwise.png \
+		$(QUICK_STUDY)/figures/degradation_heatmap.png
+	cp $(QUICK_STUDY)/figures/figure2_vanishing_act.png docs/quick-figure2.png
+	cp $(QUICK_STUDY)/figures/figure3_layerwise.png docs/quick-figure3.png
+	cp $(QUICK_STUDY)/figures/degradation_heatmap.png docs/quick-heatmap.png
+	cp $(QUICK_STUDY)/table2.md docs/quick-table2.md
