@@ -8,6 +8,7 @@ import pytest
 
 from quantinit.aggregate import (
     comparison,
+    most_sensitive_table,
     read_paper_table2,
     split_cell_name,
     table2,
@@ -111,3 +112,34 @@ def test_markdown_shows_std_only_with_several_seeds(metrics):
     single = table2_markdown(table2(metrics[metrics.arch != "Regular_Conv_With_BN"]))
     assert "±" not in single and "| DWS_Conv_With_BN_GlorotNorm | 80.10 | 69.80 |" in single
     assert "diverged" in text
+
+
+def test_most_sensitive_layer_per_cell():
+    def rows(arch, seed, drops, status="ok", epoch=4):
+        return [
+            dict(
+                arch=arch,
+                init="HeUni",
+                seed=seed,
+                epoch=epoch,
+                status=status,
+                layer=name,
+                only_drop=drop,
+                only_qce=0.1 * i,
+                all_but_gain=drop / 2,
+            )  # fmt: skip
+            for i, (name, drop) in enumerate(drops.items())
+        ]
+
+    frame = pd.DataFrame(
+        rows("DWS_Conv_With_BN", 0, {"conv1": 1.0, "block1_dw": 9.0, "fc1": 2.0})
+        + rows("DWS_Conv_With_BN", 1, {"conv1": 5.0, "block1_dw": 1.0, "fc1": 2.0})
+        + rows("DWS_Conv_With_BN", 1, {"conv1": 0.0, "block1_dw": 50.0, "fc1": 0.0}, epoch=2)
+        + rows("Regular_Conv_No_BN", 0, {"conv1": np.nan, "fc1": np.nan}, status="diverged")
+    )
+    table = most_sensitive_table(frame).set_index("Network")
+    row = table.loc["DWS_Conv_With_BN_HeUni"]  # means over seeds at the last epoch: 3, 5, 2
+    assert row["Most sensitive layer"] == "block1_dw" and row["Accuracy drop"] == 5.0
+    assert row["Runner-up"] == "conv1" and row["Recovered if kept float"] == 2.5
+    assert table.loc["Regular_Conv_No_BN_HeUni", "Status"] == "diverged"
+    assert pd.isna(table.loc["Regular_Conv_No_BN_HeUni", "Most sensitive layer"])

@@ -15,6 +15,7 @@ from quantinit.figures import (
     dynamics_figure,
     figure2_vanishing_act,
     figure3_layerwise,
+    sensitivity_figure,
 )
 
 from conftest import REPO
@@ -305,3 +306,42 @@ def test_module_imports_no_tensorflow_and_no_matplotlib_at_import():
         "assert 'matplotlib' not in sys.modules and 'seaborn' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": str(REPO / "src")})
+
+
+def test_sensitivity_figure_stacks_range_error_and_drop(tmp_path, layerwise):
+    errors = pd.DataFrame(
+        _layer_rows(
+            *HE,
+            0,
+            2,
+            "ok",
+            rmse_over_scale=[0.29, 0.3, 0.5, 0.28, 0.1],
+            weight_rmse_over_scale=[0.29] * 5,
+        )  # fmt: skip
+        + _layer_rows(
+            *HE,
+            1,
+            2,
+            "ok",
+            rmse_over_scale=[0.31, 0.3, 0.7, 0.3, 0.1],
+            weight_rmse_over_scale=[0.29] * 5,
+        )  # fmt: skip
+    )
+    drops = pd.DataFrame(
+        _layer_rows(*HE, 0, 2, "ok", only_drop=[1, 0, 8, 2, 0])
+        + _layer_rows(*HE, 1, 2, "ok", only_drop=[3, 0, 4, 2, 0])
+    )
+    paths = _paths(tmp_path, "sensitivity")
+    fig = sensitivity_figure(layerwise, errors, drops, *HE, paths)
+    _check_files(paths)
+    ranges, error_axis, drop_axis = fig.axes
+    expected_range = (_stats(1.0)["activation_range"] + _stats(2.0)["activation_range"]) / 2
+    np.testing.assert_allclose(_line(ranges, "activation_range").get_ydata(), expected_range)
+    np.testing.assert_allclose(
+        _line(error_axis, "activation").get_ydata(), [0.3, 0.3, 0.6, 0.29, 0.1]
+    )
+    heights = [patch.get_height() for patch in drop_axis.patches]
+    np.testing.assert_allclose(heights, [2, 0, 6, 2, 0])
+    assert _tick_labels(drop_axis) == NAMES
+    with pytest.raises(ValueError, match="DWS_Conv_No_BN_GlorotUni"):
+        sensitivity_figure(layerwise, errors, drops, *NO_BN, paths)

@@ -19,6 +19,9 @@ NUMPY_ONLY = [
     "quantinit.initializers",
     "quantinit.analysis",
     "quantinit.tflite",
+    "quantinit.sensitivity",
+    "quantinit.aggregate",
+    "quantinit.figures",
 ]
 
 

@@ -31,7 +31,7 @@ def test_calibration_draw_is_seeded_and_without_replacement():
     assert len(np.unique(a)) == 1024 and a.min() >= 0 and a.max() < 5000
     np.testing.assert_array_equal(a, calibration_indices(5000, 1024, seed=0))
     assert not np.array_equal(a, calibration_indices(5000, 1024, seed=1))
-    with pytest.raises(ValueError, match="num_samples = 6000"):
+    with pytest.raises(ValueError, match="calibration.num_samples = 6000"):
         calibration_indices(5000, 6000, seed=0)
 
 

@@ -39,7 +39,10 @@ def cell_dir(workdir, arch, init="HeUni"):
     return workdir / "results" / arch / init / "seed0" / "epoch1"
 
 
-@pytest.mark.parametrize("table", ["calibration", "quantization", "metrics", "layerwise"])
+TABLES = ["calibration", "quantization", "metrics", "layerwise", "quant_error", "sensitivity"]
+
+
+@pytest.mark.parametrize("table", TABLES)
 def test_every_table_conforms_to_its_schema(tiny_study, table):
     for arch in ARCHS:
         stored = pq.read_table(cell_dir(tiny_study, arch) / f"{table}.parquet")
@@ -125,9 +128,30 @@ def test_study_tables_and_figures(tiny_study):
     comparison = pd.read_csv(study / "comparison.csv")
     assert len(comparison) == 33 + 1  # the paper's rows and DWS_Conv_No_BN_HeUni (not in it)
     for name in ("figure2_vanishing_act", "figure3_layerwise", "degradation_heatmap",
-                 "accuracy_vs_epoch", "dynamics_DWS_Conv_With_BN_HeUni"):  # fmt: skip
+                 "accuracy_vs_epoch", "dynamics_DWS_Conv_With_BN_HeUni",
+                 "sensitivity_DWS_Conv_With_BN_HeUni"):  # fmt: skip
         assert (study / "figures" / f"{name}.png").stat().st_size > 10_000
         assert (study / "figures" / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_quant_error_and_sensitivity_join_layerwise(tiny_study):
+    cell = cell_dir(tiny_study, "DWS_Conv_With_BN")
+    layerwise = pd.read_parquet(cell / "layerwise.parquet")
+    errors = pd.read_parquet(cell / "quant_error.parquet")
+    sensitivity = pd.read_parquet(cell / "sensitivity.parquet")
+    assert list(errors.layer) == list(layerwise.layer) == list(sensitivity.layer)
+    assert (errors.num_images == 100).all() and (errors.rmse_over_scale >= 0).all()
+    metrics = pd.read_parquet(cell / "metrics.parquet").iloc[0]
+    assert sorted(sensitivity["rank"]) == list(range(1, len(sensitivity) + 1))
+    # on its 100 images, the fully quantized model's accuracy is a multiple of 1%
+    assert (sensitivity.quint8_accuracy % 1 == 0).all() and 0 <= metrics.qce
+    summary = json.loads((cell / "sensitivity_summary.json").read_text())
+    first = sensitivity.set_index("rank").loc[1]
+    assert summary["most_sensitive"][0]["layer"] == first.layer
+    most = pd.read_csv(tiny_study / "results/study/most_sensitive.csv").set_index("Network")
+    assert most.loc["DWS_Conv_With_BN_HeUni", "Most sensitive layer"] == first.layer
+    diverged = pd.read_parquet(tiny_study / DIVERGING / "sensitivity.parquet")
+    assert set(diverged.status) == {"diverged"} and diverged.only_accuracy.isna().all()
 
 
 def test_report_gathers_tables_and_figures(tiny_study):

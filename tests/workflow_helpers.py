@@ -30,6 +30,10 @@ TINY = {
         ],
         "dynamics_cells": [{"arch": "DWS_Conv_With_BN", "init": "HeUni"}],
     },
+    "sensitivity": {
+        "num_images": 100,
+        "figure_cells": [{"arch": "DWS_Conv_With_BN", "init": "HeUni"}],
+    },
 }
 
 

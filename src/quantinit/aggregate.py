@@ -170,3 +170,43 @@ def table2_markdown(table: pd.DataFrame) -> str:
         shown["n"] = table["n"]
     shown["Status"] = table["Status"]
     return to_markdown(shown)
+
+
+def most_sensitive_table(sensitivity: pd.DataFrame) -> pd.DataFrame:
+    """For each (arch, init): the layer whose own quantization costs the most accuracy.
+
+    Per layer, the accuracy drop ("only" that layer quantized) is averaged over seeds at each
+    seed's last analysed epoch; the table names the costliest layer, its drop (percentage
+    points), its QCE, the runner-up, and how much keeping the costliest layer float would
+    recover from the fully quantized model (all_but_gain).
+    """
+    last = sensitivity.groupby(["arch", "init", "seed"])["epoch"].transform("max")
+    rows = []
+    for (arch, init), group in sensitivity[sensitivity["epoch"] == last].groupby(
+        ["arch", "init"], sort=False
+    ):
+        per_layer = group.groupby("layer")[["only_drop", "only_qce", "all_but_gain"]].mean()
+        per_layer = per_layer.dropna(subset=["only_drop"])
+        row = {"arch": arch, "init": init, "Network": cell_name(arch, init)}
+        if per_layer.empty:
+            row["Status"] = _status_summary(group.drop_duplicates("seed")["status"])
+            rows.append(row)
+            continue
+        ranked = per_layer.sort_values(["only_drop", "only_qce"], ascending=False)
+        top = ranked.iloc[0]
+        row.update(
+            {
+                "Most sensitive layer": ranked.index[0],
+                "Accuracy drop": top["only_drop"],
+                "QCE": top["only_qce"],
+                "Recovered if kept float": top["all_but_gain"],
+                "Runner-up": ranked.index[1] if len(ranked) > 1 else None,
+                "Status": _status_summary(group.drop_duplicates("seed")["status"]),
+            }
+        )
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table = table.iloc[np.argsort(_sort_key(table).to_numpy(), kind="stable")]
+    return table.drop(columns=["arch", "init"]).reset_index(drop=True)

@@ -732,3 +732,59 @@ def accuracy_vs_epoch(metrics: pd.DataFrame, paths: Any):
         title += "\n" + notes
     ax.set_title(title, fontsize=11)
     return _save(fig, paths)
+
+
+def sensitivity_figure(
+    layerwise: pd.DataFrame,
+    quant_error: pd.DataFrame,
+    sensitivity: pd.DataFrame,
+    arch: str,
+    init: str,
+    paths: Any,
+):
+    """Where quantization hurts, for one cell: three panels on the layer axis.
+
+    Top: the clipped activation range (log). Middle: rmse / step of each layer's output
+    tensor and of its kernel (0.289 = pure rounding noise). Bottom: the accuracy lost when
+    only that layer is quantized (bars), so a reader sees whether the widest range is the
+    layer that hurts. Means over seeds at each seed's last analysed epoch.
+    """
+    tables = {"layerwise": layerwise, "quant_error": quant_error, "sensitivity": sensitivity}
+    columns = {
+        "layerwise": ["activation_range"],
+        "quant_error": ["rmse_over_scale", "weight_rmse_over_scale"],
+        "sensitivity": ["only_drop"],
+    }
+    means = []
+    for name, frame in tables.items():
+        _require(frame, ["arch", "init", "seed", "epoch", "layer", "order", *columns[name]], name)
+        _check_cells(frame, [(arch, init)], name)
+        rows = _cell_rows(frame, arch, init)
+        rows = rows[rows["epoch"] == rows.groupby("seed")["epoch"].transform("max")]
+        means.append(rows.groupby(["order", "layer"], as_index=False)[columns[name]].mean())
+    profile = means[0].merge(means[1], on=["order", "layer"]).merge(means[2], on=["order", "layer"])
+    profile = profile.sort_values("order")
+    orders, labels = profile["order"].to_list(), profile["layer"].to_list()
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(3, 1, figsize=(max(7, 0.5 * len(orders) + 3), 8), sharex=True)
+    ranges = profile["activation_range"].to_numpy(float)
+    floor = _log_floor([ranges])
+    axes[0].plot(orders, np.where(ranges > 0, ranges, floor), "o-", gid="activation_range")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("activation range\n(clipped)")
+    axes[0].set_title("Activation ranges")
+    axes[1].plot(orders, profile["rmse_over_scale"], "o-", label="output tensor", gid="activation")
+    axes[1].plot(orders, profile["weight_rmse_over_scale"], "s--", label="kernel", gid="weight")
+    axes[1].axhline(1 / np.sqrt(12), color="grey", linestyle=":", label="rounding noise 0.289")
+    axes[1].set_ylabel("rmse / step")
+    axes[1].set_title("Quantization error per layer (in quantization steps)")
+    axes[1].legend(loc="upper right")
+    axes[2].bar(orders, profile["only_drop"], color="tab:red", gid="only_drop")
+    axes[2].axhline(0, color="black", linewidth=0.8)
+    axes[2].set_ylabel("accuracy drop\n(percentage points)")
+    axes[2].set_title("Accuracy lost when only this layer is quantized")
+    _set_layer_axis(axes[2], orders, labels)
+    fig.suptitle(f"Where quantization hurts: {cell_name(arch, init)}")
+    fig.tight_layout()
+    return _save(fig, paths)

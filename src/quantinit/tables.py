@@ -104,6 +104,47 @@ SCHEMAS = {
         "activation_precision": ("double", "Eq. 2 of the clipped activations"),
         "activation_kl_uniform": ("double", "KL(histogram || uniform) of the activations"),
     },
+    "quant_error": {
+        **KEYS,
+        "layer": ("string", "kernel layer name, as in layerwise.parquet"),
+        "order": ("int64", "position among kernel layers, as in layerwise.parquet"),
+        "kind": ("string", "conv | depthwise | pointwise | dense"),
+        "activation": ("string", "the layer whose output is this layer's quantized tensor"),
+        "mse": ("double", "mean squared error of the output tensor's own quantization"),
+        "mae": ("double", "mean absolute error of that quantization"),
+        "max_abs": ("double", "largest absolute error of that quantization"),
+        "scale": ("double", "quantization step of the output tensor"),
+        "rmse_over_scale": ("double", "rmse / step: 0.289 for pure rounding noise"),
+        "weight_mse": ("double", "folded kernel vs its fake-quantized kernel: squared error"),
+        "weight_mae": ("double", "mean absolute error of the kernel"),
+        "weight_max_abs": ("double", "largest absolute error of the kernel"),
+        "weight_scale": ("double", "kernel quantization step (mean over channels if per-channel)"),
+        "weight_rmse_over_scale": ("double", "kernel rmse / step"),
+        "num_images": ("int64", "test images the activation errors are measured on"),
+    },
+    "sensitivity": {
+        **KEYS,
+        "layer": ("string", "kernel layer name, as in layerwise.parquet"),
+        "order": ("int64", "position among kernel layers"),
+        "kind": ("string", "conv | depthwise | pointwise | dense"),
+        "only_accuracy": (
+            "double",
+            "accuracy (%), only this layer (kernel, output) quantized",
+        ),
+        "only_qce": ("double", "QCE against fp32 with only this layer quantized"),
+        "all_but_accuracy": ("double", "accuracy (%) with every layer but this one quantized"),
+        "all_but_qce": ("double", "QCE against fp32 with every layer but this one quantized"),
+        "fp32_accuracy": ("double", "accuracy (%) of the float folded model on the same images"),
+        "quint8_accuracy": ("double", "accuracy (%) of the fully quantized model"),
+        "quint8_qce": ("double", "QCE of the fully quantized model"),
+        "only_drop": ("double", "fp32_accuracy - only_accuracy: this layer's own cost"),
+        "all_but_gain": (
+            "double",
+            "all_but_accuracy - quint8_accuracy: gain of keeping it float",
+        ),
+        "rank": ("int64", "1 = the layer whose own quantization costs the most"),
+        "num_images": ("int64", "test images evaluated"),
+    },
 }
 
 
@@ -175,13 +216,22 @@ def load_weights(path):
     return layers, trained, folded
 
 
+def seeded_indices(total: int, count: int, seed: int, stream: int, what: str) -> np.ndarray:
+    """`count` of `total` indices drawn without replacement from (seed, stream), sorted."""
+    if count > total:
+        raise ValueError(f"{what} = {count} exceeds the {total} images available")
+    return np.sort(np.random.default_rng([seed, stream]).choice(total, count, False))
+
+
 def calibration_indices(num_train: int, num_samples: int, seed: int) -> np.ndarray:
     """The training images used for calibration: a seeded draw without replacement."""
-    if num_samples > num_train:
-        raise ValueError(
-            f"calibration.num_samples = {num_samples} exceeds the {num_train} training images"
-        )
-    return np.sort(np.random.default_rng([seed, 1024]).choice(num_train, num_samples, False))
+    return seeded_indices(num_train, num_samples, seed, 1024, "calibration.num_samples")
+
+
+def sensitivity_indices(num_test: int, num_images: int, seed: int) -> np.ndarray:
+    """The test images of the per-layer error and sensitivity analysis (all if more asked)."""
+    count = min(num_images, num_test)
+    return seeded_indices(num_test, count, seed, 7, "sensitivity.num_images")
 
 
 def activation_row(x: np.ndarray, percentile: float, bits: int) -> dict:

@@ -173,3 +173,67 @@ rule accuracy_vs_epoch:
         figure="accuracy_vs_epoch",
     script:
         "../scripts/figure.py"
+
+
+rule collect_sensitivity:
+    input:
+        quant_error=expand_cells(f"{EPOCH_DIR}/quant_error.parquet"),
+        sensitivity=expand_cells(f"{EPOCH_DIR}/sensitivity.parquet"),
+    output:
+        quant_error=f"{STUDY}/quant_error.parquet",
+        sensitivity=f"{STUDY}/sensitivity.parquet",
+    log:
+        f"{STUDY}/logs/collect_sensitivity.log",
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/collect_study.py"
+
+
+rule most_sensitive:
+    input:
+        sensitivity=f"{STUDY}/sensitivity.parquet",
+    output:
+        csv=report(
+            f"{STUDY}/most_sensitive.csv",
+            caption="../report/most_sensitive.rst",
+            category="Tables",
+        ),
+        markdown=f"{STUDY}/most_sensitive.md",
+    log:
+        f"{STUDY}/logs/most_sensitive.log",
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/most_sensitive.py"
+
+
+rule sensitivity_figure:
+    input:
+        layerwise=lambda wc: cell_files(wc, "layerwise"),
+        quant_error=lambda wc: cell_files(wc, "quant_error"),
+        sensitivity=lambda wc: cell_files(wc, "sensitivity"),
+    output:
+        png=report(
+            f"{FIGURES}/sensitivity_{{arch}}_{{init}}.png",
+            caption="../report/sensitivity.rst",
+            category="Figures",
+        ),
+        pdf=f"{FIGURES}/sensitivity_{{arch}}_{{init}}.pdf",
+    log:
+        f"{STUDY}/logs/sensitivity_{{arch}}_{{init}}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        figure="sensitivity",
+    script:
+        "../scripts/figure.py"

@@ -119,3 +119,32 @@ rule layerwise:
         bits=config["quantization"]["bits"],
     script:
         "../scripts/layerwise.py"
+
+
+rule quant_sensitivity:
+    input:
+        folded=f"{EPOCH_DIR}/folded.keras",
+        quantization=f"{EPOCH_DIR}/quantization.parquet",
+        weights=f"{EPOCH_DIR}/weights.npz",
+        dataset=DATASET,
+        cell=f"{EPOCH_DIR}/cell.json",
+    output:
+        errors=f"{EPOCH_DIR}/quant_error.parquet",
+        sensitivity=f"{EPOCH_DIR}/sensitivity.parquet",
+        summary=f"{EPOCH_DIR}/sensitivity_summary.json",
+    log:
+        f"{EPOCH_DIR}/logs/quant_sensitivity.log",
+    benchmark:
+        f"{EPOCH_DIR}/benchmarks/quant_sensitivity.tsv"
+    conda:
+        "../../envs/tensorflow.yaml"
+    threads: analysis_resource("threads")
+    resources:
+        mem_mb=analysis_resource("mem_mb"),
+        runtime=analysis_resource("runtime"),
+    params:
+        quantization=config["quantization"],
+        num_images=config["sensitivity"]["num_images"],
+        qce_epsilon=config["evaluation"]["qce_epsilon"],
+    script:
+        "../scripts/quant_sensitivity.py"

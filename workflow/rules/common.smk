@@ -88,9 +88,12 @@ def expand_cells(pattern, **extra):
 
 def per_cell_results():
     """Every cell's final per-cell outputs (the rest of each chain follows from them)."""
-    return expand_cells(f"{EPOCH_DIR}/metrics.parquet") + expand_cells(
-        f"{EPOCH_DIR}/layerwise.parquet"
-    )
+    names = ["metrics", "layerwise"]
+    if config["sensitivity"]["enabled"]:
+        names += ["quant_error", "sensitivity"]
+    return [
+        path for name in names for path in expand_cells(f"{EPOCH_DIR}/{name}.parquet")
+    ]
 
 
 def init_settings(wildcards):
@@ -106,9 +109,9 @@ def analysis_resource(name):
     return config["resources"]["analysis"][name]
 
 
-def cell_pairs(key):
-    """The (arch, init) pairs listed under aggregate.<key>."""
-    return [(cell["arch"], cell["init"]) for cell in config["aggregate"][key]]
+def cell_pairs(key, section="aggregate"):
+    """The (arch, init) pairs listed under <section>.<key>."""
+    return [(cell["arch"], cell["init"]) for cell in config[section][key]]
 
 
 def selected_cells(key, pattern):
@@ -128,7 +131,15 @@ def study_outputs():
         for arch, init in cell_pairs("dynamics_cells")
         for ext in ("png", "pdf")
     ]
+    sensitivity = []
+    if config["sensitivity"]["enabled"]:
+        sensitivity = [f"{STUDY}/most_sensitive.md"] + [
+            f"{FIGURES}/sensitivity_{arch}_{init}.{ext}"
+            for arch, init in cell_pairs("figure_cells", section="sensitivity")
+            for ext in ("png", "pdf")
+        ]
     return [
+        *sensitivity,
         f"{STUDY}/table2.md",
         f"{STUDY}/comparison.md",
         f"{FIGURES}/figure2_vanishing_act.png",
@@ -136,4 +147,15 @@ def study_outputs():
         f"{FIGURES}/degradation_heatmap.png",
         f"{FIGURES}/accuracy_vs_epoch.png",
         *dynamics,
+    ]
+
+
+def cell_files(wildcards, name):
+    """One cell's <name>.parquet for every configured seed and analysed epoch."""
+    return [
+        f"{EPOCH_DIR}/{name}.parquet".format(
+            arch=wildcards.arch, init=wildcards.init, seed=seed, epoch=epoch
+        )
+        for seed in config["seeds"]
+        for epoch in ANALYZE_EPOCHS
     ]

@@ -1,4 +1,5 @@
-"""Rules figure2, figure3, dynamics_figure, degradation_heatmap, accuracy_vs_epoch."""
+"""Rules figure2, figure3, dynamics_figure, sensitivity_figure, degradation_heatmap and
+accuracy_vs_epoch: one study figure each, as PNG and PDF."""
 
 import pandas as pd
 
@@ -23,6 +24,10 @@ elif figure == "figure3":
 elif figure == "dynamics":
     dynamics = read_all(snakemake.input.dynamics)
     figures.dynamics_figure(dynamics, snakemake.wildcards.arch, snakemake.wildcards.init, paths)
+elif figure == "sensitivity":
+    arch, init = snakemake.wildcards.arch, snakemake.wildcards.init
+    tables = [read_all(snakemake.input[n]) for n in ("layerwise", "quant_error", "sensitivity")]
+    figures.sensitivity_figure(*tables, arch, init, paths)
 elif figure == "heatmap":
     figures.degradation_heatmap(pd.read_parquet(snakemake.input.metrics), paths)
 elif figure == "accuracy_vs_epoch":

@@ -1,0 +1,366 @@
+"""Where quantization hurts: per-tensor quantization error and per-layer sensitivity.
+
+Both work on the BN-folded float model (analysis.fold_model) with the calibrated activation
+bounds ({quantized tensor: (lo, hi)}) and the quantization scheme of the simulated quint8
+model (analysis.build_quantized_model).
+
+Per-tensor error (`quantization_error_table`), as TFLite's QuantizationDebugger: in the
+simulated quantized model, the output of each quantized tensor's layer X (computed from
+quantized inputs and quantized kernels, before its own fake-quant) is compared with the
+output of its fake-quant layer "X_quant". The error therefore holds rounding and clipping of
+that tensor only, not the error propagated from earlier layers. Statistics are accumulated
+over batches (running sums in float64 and a running max), never holding all activations.
+
+Per-kernel error (`weight_error_table`): the folded kernel against its fake-quantized kernel.
+For per-channel schemes the step (`weight_scale`) is the mean of the channel steps, so
+`weight_rmse_over_scale` = rmse over the whole kernel / mean channel step.
+
+`rmse_over_scale` is rmse / quantization step: 1/sqrt(12) = 0.289 for pure rounding noise of
+values spread over many steps, less for values sitting on the grid (e.g. zeros after a ReLU,
+or an 8-bit image), more when values are clipped outside the range.
+
+Per-layer sensitivity (`sensitivity_table`) runs one switchable model
+(`SwitchableQuantizedModel`): every fake-quant step can be turned on or off by a
+non-trainable variable and every kernel can be swapped between its float and fake-quantized
+values, so a single traced function serves every configuration. For each kernel layer,
+"only" quantizes just that layer (its kernel and its output tensor) and "all_but" quantizes
+everything except that layer. The input image quantization ("rescale") belongs to no kernel
+layer: it is off in "only" runs and on in "all_but" runs, so "only" differs from the float
+model, and "all_but" from the fully quantized model, by exactly that one layer.
+Accuracies are in percent; QCE is against the float (folded) model's probabilities.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from quantinit.analysis import build_quantized_model, capture_model, kernel_layers
+from quantinit.folding import channel_axis
+from quantinit.quantization import activation_range, fake_quantize, nudged_range, weight_range
+from quantinit.stats import qce
+from quantinit.tables import accuracy, tensor_kinds
+
+UNIFORM_ROUNDING_RMSE = 1 / np.sqrt(12)  # rmse / step of rounding uniformly spread values
+
+
+class ErrorAccumulator:
+    """Running squared, absolute and maximum error between float values and their quantized ones.
+
+    `update(x, x_q)` adds a batch (any shape; float64 sums), `result(scale)` gives mse, mae,
+    max_abs, scale and rmse_over_scale = sqrt(mse) / scale.
+    """
+
+    def __init__(self):
+        self.count = 0
+        self.sum_squared = 0.0
+        self.sum_abs = 0.0
+        self.max_abs = 0.0
+
+    def update(self, x, x_q) -> None:
+        diff = np.asarray(x_q, dtype=np.float32) - np.asarray(x, dtype=np.float32)
+        diff = np.abs(diff.astype(np.float64))
+        if diff.size == 0:
+            return
+        self.count += diff.size
+        self.sum_squared += float(np.sum(diff * diff))
+        self.sum_abs += float(np.sum(diff))
+        self.max_abs = max(self.max_abs, float(diff.max()))
+
+    def result(self, scale: float) -> dict:
+        if self.count == 0:
+            raise ValueError("no values were accumulated")
+        mse = self.sum_squared / self.count
+        return {
+            "mse": mse,
+            "mae": self.sum_abs / self.count,
+            "max_abs": self.max_abs,
+            "scale": float(scale),
+            "rmse_over_scale": float(np.sqrt(mse) / scale),
+        }
+
+
+def error_stats(x, x_q, scale: float) -> dict:
+    """mse, mae, max_abs, scale and rmse_over_scale of x_q - x in one go."""
+    accumulator = ErrorAccumulator()
+    accumulator.update(x, x_q)
+    return accumulator.result(scale)
+
+
+def _activation_qrange(bounds: dict, name: str, scheme: dict):
+    """The per-tensor QuantRange build_quantized_model uses for the tensor `name`."""
+    lo, hi = bounds[name]
+    return activation_range(lo, hi, {**scheme, "granularity": "per_tensor"})
+
+
+def _batched(model):
+    """`model(x, training=False)` as one tf.function for any batch size (traced once)."""
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+    return tf.function(lambda x: model(x, training=False), input_signature=[spec])
+
+
+def _batches(images: np.ndarray, batch_size: int):
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    for start in range(0, len(images), batch_size):
+        yield np.asarray(images[start : start + batch_size], dtype=np.float32)
+
+
+def quantization_error_table(
+    folded_model, bounds: dict, scheme: dict, images: np.ndarray, batch_size: int = 256
+) -> pd.DataFrame:
+    """One row per quantized tensor: its own quantization error in the simulated quint8 model.
+
+    Columns: tensor, order (position among the quantized tensors, the input image first), kind
+    (input | conv | depthwise | pointwise | dense), mse, mae, max_abs (of X_quant - X over all
+    images and elements), scale (the nudged activation step) and rmse_over_scale.
+    """
+    if len(images) == 0:
+        raise ValueError("need at least one image")
+    kinds = tensor_kinds(kernel_layers(folded_model))
+    names = [name for name in kinds if name in bounds]
+    quantized = build_quantized_model(folded_model, bounds, scheme)
+    probe = _batched(
+        capture_model(quantized, [n for name in names for n in (name, f"{name}_quant")])
+    )
+    accumulators = {name: ErrorAccumulator() for name in names}
+    for batch in _batches(images, batch_size):
+        outputs = probe(batch)
+        for index, name in enumerate(names):
+            accumulators[name].update(outputs[2 * index], outputs[2 * index + 1])
+    rows = []
+    for order, name in enumerate(kinds):
+        if name not in accumulators:
+            continue
+        scale = float(nudged_range(*_activation_qrange(bounds, name, scheme))[2])
+        rows.append(
+            {"tensor": name, "order": order, "kind": kinds[name]} | accumulators[name].result(scale)
+        )
+    return pd.DataFrame(rows)
+
+
+def _quantized_kernel(kernel: np.ndarray, kind: str, scheme: dict):
+    """(fake-quantized kernel, its QuantRange), exactly as build_quantized_model makes them."""
+    axis = channel_axis(kind)
+    qrange = weight_range(kernel, scheme, axis)
+    per_channel = scheme["granularity"] == "per_channel"
+    kernel_q = fake_quantize(kernel, *qrange, channel_axis=axis if per_channel else None)
+    return np.asarray(kernel_q), qrange
+
+
+def weight_error_table(folded_model, scheme: dict) -> pd.DataFrame:
+    """One row per kernel layer: the folded kernel against its fake-quantized kernel.
+
+    Columns: layer, order, kind, weight_mse, weight_mae, weight_max_abs, weight_scale (the
+    nudged step; per-channel schemes: the mean of the channel steps) and
+    weight_rmse_over_scale (rmse over the whole kernel / weight_scale).
+    """
+    rows = []
+    for layer in kernel_layers(folded_model):
+        kernel = folded_model.get_layer(layer.name).get_weights()[0]
+        kernel_q, qrange = _quantized_kernel(kernel, layer.kind, scheme)
+        scale = float(np.mean(nudged_range(*qrange)[2]))
+        stats = error_stats(kernel, kernel_q, scale)
+        rows.append(
+            {"layer": layer.name, "order": layer.order, "kind": layer.kind}
+            | {f"weight_{key}": value for key, value in stats.items()}
+        )
+    return pd.DataFrame(rows)
+
+
+@functools.cache
+def _switched_fake_quant_class():
+    """A Keras layer y = fake_quant(x) when its variable `on` is 1, y = x when it is 0."""
+    import keras
+    import tensorflow as tf
+
+    class SwitchedFakeQuant(keras.layers.Layer):
+        def __init__(self, qmin: float, qmax: float, bits: int, narrow_range: bool, **kwargs):
+            super().__init__(**kwargs)
+            self.qmin, self.qmax = float(qmin), float(qmax)
+            self.bits, self.narrow_range = int(bits), bool(narrow_range)
+
+        def build(self, input_shape):
+            self.on = self.add_weight(
+                shape=(), initializer="zeros", trainable=False, name="on", dtype="float32"
+            )
+
+        def call(self, x):
+            quantized = tf.quantization.fake_quant_with_min_max_args(
+                x, min=self.qmin, max=self.qmax, num_bits=self.bits, narrow_range=self.narrow_range
+            )
+            # tf.where, not x + on * (q - x): exactly q when on and exactly x when off
+            return tf.where(self.on > 0.5, quantized, x)
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+        def get_config(self):
+            return super().get_config() | {
+                "qmin": self.qmin,
+                "qmax": self.qmax,
+                "bits": self.bits,
+                "narrow_range": self.narrow_range,
+            }
+
+    return SwitchedFakeQuant
+
+
+class SwitchableQuantizedModel:
+    """The simulated quint8 model with every quantization switchable at run time.
+
+    Switches are named by kernel layer (its kernel and its output tensor together) and
+    INPUT_TENSOR ("rescale", the input image). `quantize(names)` turns exactly those on;
+    `predict` runs one tf.function traced once for any switch setting and batch size
+    (`tracing_count`). With every switch on it computes build_quantized_model's network,
+    with every switch off the float model.
+    """
+
+    def __init__(self, folded_model, bounds: dict, scheme: dict):
+        from quantinit.analysis import _rebuild
+
+        self.layers = kernel_layers(folded_model)
+        kinds = {k.name: k.kind for k in self.layers}
+        switch_of_tensor = {k.output: k.name for k in self.layers}
+        switch_class = _switched_fake_quant_class()
+        self._kernel_layers = {}  # {layer: the rebuilt Keras layer}
+        self._kernels = {}  # {layer: (float kernel, fake-quantized kernel)}
+        self._fake_quants = {}  # {switch: its SwitchedFakeQuant layer}
+        self.switches: list[str] = []  # in network order
+
+        def add_switch(name):
+            if name not in self.switches:
+                self.switches.append(name)
+
+        def transform(layer, x):
+            new = layer.__class__.from_config(layer.get_config())
+            x = new(x)
+            if layer.name in kinds:
+                weights = layer.get_weights()
+                new.set_weights(weights)
+                kernel_q = _quantized_kernel(weights[0], kinds[layer.name], scheme)[0]
+                self._kernel_layers[layer.name] = new
+                self._kernels[layer.name] = (weights[0], kernel_q)
+                add_switch(layer.name)
+            if layer.name in bounds:
+                qrange = _activation_qrange(bounds, layer.name, scheme)
+                fake_quant = switch_class(
+                    float(qrange.qmin_real),
+                    float(qrange.qmax_real),
+                    qrange.bits,
+                    qrange.narrow_range,
+                    name=f"{layer.name}_quant",
+                )
+                x = fake_quant(x)
+                switch = switch_of_tensor.get(layer.name, layer.name)
+                self._fake_quants[switch] = fake_quant
+                add_switch(switch)
+            return x
+
+        self.model = _rebuild(folded_model, transform)
+        self._state = dict.fromkeys(self.switches, False)
+        self._function = _batched(self.model)
+
+    def quantize(self, names: Iterable[str] = ()) -> None:
+        """Quantize exactly the named switches (kernel layers and/or "rescale"), nothing else."""
+        names = set(names)
+        unknown = names - set(self.switches)
+        if unknown:
+            raise ValueError(f"unknown switches {sorted(unknown)}; known: {self.switches}")
+        for name in self.switches:
+            on = name in names
+            if self._state[name] == on:
+                continue
+            if name in self._kernels:
+                layer = self._kernel_layers[name]
+                layer.set_weights([self._kernels[name][int(on)], *layer.get_weights()[1:]])
+            if name in self._fake_quants:
+                self._fake_quants[name].on.assign(1.0 if on else 0.0)
+            self._state[name] = on
+
+    def quantize_all(self) -> None:
+        self.quantize(self.switches)
+
+    @property
+    def quantized(self) -> list[str]:
+        """The switches now on, in network order."""
+        return [name for name in self.switches if self._state[name]]
+
+    @property
+    def tracing_count(self) -> int:
+        return self._function.experimental_get_tracing_count()
+
+    def predict(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """The model's outputs (class probabilities) under the current switches."""
+        outputs = [np.asarray(self._function(batch)) for batch in _batches(images, batch_size)]
+        return np.concatenate(outputs)
+
+
+def sensitivity_table(
+    folded_model,
+    bounds: dict,
+    scheme: dict,
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int = 256,
+    qce_epsilon: float = 1e-7,
+) -> pd.DataFrame:
+    """One row per kernel layer: accuracy and QCE with only that layer, or all but it, quantized.
+
+    Columns: layer, order, kind, only_accuracy, only_qce, all_but_accuracy, all_but_qce, the
+    references fp32_accuracy, quint8_accuracy, quint8_qce, and only_drop = fp32_accuracy -
+    only_accuracy, all_but_gain = all_but_accuracy - quint8_accuracy. Accuracies in percent;
+    QCE in nats against the float model's probabilities. The input image is quantized in the
+    all_but runs (and the quint8 reference), not in the only runs (module docstring).
+    """
+    labels = np.asarray(labels).reshape(-1)
+    if len(labels) != len(images):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    switchable = SwitchableQuantizedModel(folded_model, bounds, scheme)
+
+    def run(names):
+        switchable.quantize(names)
+        p = switchable.predict(images, batch_size)
+        return p, 100 * accuracy(p, labels)
+
+    p_fp32, fp32_accuracy = run([])
+    p_quint8, quint8_accuracy = run(switchable.switches)
+    quint8_qce = qce(p_fp32, p_quint8, eps=qce_epsilon)
+    rows = []
+    for layer in switchable.layers:
+        p_only, only_accuracy = run([layer.name])
+        p_all_but, all_but_accuracy = run([s for s in switchable.switches if s != layer.name])
+        rows.append(
+            {
+                "layer": layer.name,
+                "order": layer.order,
+                "kind": layer.kind,
+                "only_accuracy": only_accuracy,
+                "only_qce": qce(p_fp32, p_only, eps=qce_epsilon),
+                "all_but_accuracy": all_but_accuracy,
+                "all_but_qce": qce(p_fp32, p_all_but, eps=qce_epsilon),
+                "fp32_accuracy": fp32_accuracy,
+                "quint8_accuracy": quint8_accuracy,
+                "quint8_qce": quint8_qce,
+                "only_drop": fp32_accuracy - only_accuracy,
+                "all_but_gain": all_but_accuracy - quint8_accuracy,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def most_sensitive(sensitivity: pd.DataFrame, k: int = 3) -> list[str]:
+    """The k layers whose quantization alone costs the most accuracy.
+
+    Ranked by only_drop (fp32_accuracy - only_accuracy), largest first, ties broken by the
+    larger only_qce; layers with unmeasured (NaN) values come last.
+    """
+    ranked = sensitivity.assign(
+        _drop=sensitivity["fp32_accuracy"] - sensitivity["only_accuracy"]
+    ).sort_values(["_drop", "only_qce"], ascending=False, na_position="last", kind="stable")
+    return ranked["layer"].head(k).tolist()

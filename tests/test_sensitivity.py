@@ -1,0 +1,261 @@
+"""Per-tensor quantization error and per-layer sensitivity, against hand calculations."""
+
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from quantinit.analysis import build_quantized_model, capture, fold_model, quantized_tensors
+from quantinit.models import build_model
+from quantinit.quantization import fake_quant_reference
+from quantinit.sensitivity import (
+    UNIFORM_ROUNDING_RMSE,
+    ErrorAccumulator,
+    SwitchableQuantizedModel,
+    error_stats,
+    most_sensitive,
+    quantization_error_table,
+    sensitivity_table,
+    weight_error_table,
+)
+from quantinit.stats import qce, softmax
+
+from conftest import REPO
+
+BOUNDS = {"rescale": (0.0, 1.0), "fc1_relu": (0.0, 1.7), "logits": (-2.1, 1.3)}
+PER_TENSOR = {"bits": 8, "granularity": "per_tensor", "symmetric": False}
+
+
+def images(n, seed=0):
+    """Continuous uniform pixels: the rescaled image spreads evenly over the 8-bit grid."""
+    return np.random.default_rng(seed).uniform(0, 255, (n, 32, 32, 3)).astype("float32")
+
+
+def two_layer_model():
+    inputs = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255, name="rescale")(inputs)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(6, name="fc1")(x)
+    x = keras.layers.ReLU(name="fc1_relu")(x)
+    x = keras.layers.Dense(4, name="logits")(x)
+    outputs = keras.layers.Softmax(name="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(1)
+    model.get_layer("fc1").set_weights([rng.normal(0, 0.05, (3072, 6)), rng.normal(0, 0.1, 6)])
+    model.get_layer("logits").set_weights([rng.normal(0, 0.5, (6, 4)), rng.normal(0, 0.1, 4)])
+    return model
+
+
+def quant_weights(w, granularity, bits=8):
+    """The scheme's asymmetric fake-quantized kernel of a dense layer, in numpy."""
+    if granularity == "per_tensor":
+        return fake_quant_reference(w, min(w.min(), 0), max(w.max(), 0), bits)
+    lo, hi = np.minimum(w.min(axis=0), 0), np.maximum(w.max(axis=0), 0)
+    return fake_quant_reference(w, lo, hi, bits, channel_axis=1)
+
+
+def step(lo, hi):
+    return (hi - lo) / 255
+
+
+def numpy_forward(model, x, quantized, granularity="per_tensor", bits=8):
+    """{tensor: (value before, value after its fake-quant)} of the two-layer model, by hand.
+
+    `quantized`: the tensors/layers quantized ("rescale", "fc1", "logits"); a kernel layer
+    name quantizes both its kernel and its output tensor.
+    """
+    w1, b1 = model.get_layer("fc1").get_weights()
+    w2, b2 = model.get_layer("logits").get_weights()
+    if "fc1" in quantized:
+        w1 = quant_weights(w1, granularity, bits)
+    if "logits" in quantized:
+        w2 = quant_weights(w2, granularity, bits)
+
+    def fq(name, layer, t):
+        return fake_quant_reference(t, *BOUNDS[name], bits) if layer in quantized else t
+
+    values = {}
+    pre = x.reshape(len(x), -1) * np.float32(1 / 255)
+    values["rescale"] = (pre, fq("rescale", "rescale", pre))
+    pre = np.maximum(values["rescale"][1] @ w1 + b1, 0)
+    values["fc1_relu"] = (pre, fq("fc1_relu", "fc1", pre))
+    pre = values["fc1_relu"][1] @ w2 + b2
+    values["logits"] = (pre, fq("logits", "logits", pre))
+    return values
+
+
+def numpy_stats(x, x_q, scale):
+    d = (x_q.astype(np.float64) - x.astype(np.float64)).ravel()
+    mse = np.mean(d**2)
+    return {
+        "mse": mse,
+        "mae": np.mean(np.abs(d)),
+        "max_abs": np.abs(d).max(),
+        "rmse_over_scale": np.sqrt(mse) / scale,
+    }
+
+
+def test_accumulating_batches_equals_one_pass():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (37, 5)).astype("float32")
+    x_q = fake_quant_reference(x, -2.0, 2.0)
+    accumulator = ErrorAccumulator()
+    for start in range(0, 37, 8):
+        accumulator.update(x[start : start + 8], x_q[start : start + 8])
+    got = accumulator.result(0.01)
+    expected = numpy_stats(x, x_q, 0.01)
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, rel=1e-12)
+    assert got["max_abs"] > 0
+    with pytest.raises(ValueError, match="no values"):
+        ErrorAccumulator().result(1.0)
+
+
+def test_uniform_values_give_rounding_noise_of_one_over_sqrt12():
+    x = np.random.default_rng(3).uniform(0, 1, 200_000).astype("float32")
+    stats = error_stats(x, fake_quant_reference(x, 0.0, 1.0), step(0.0, 1.0))
+    assert UNIFORM_ROUNDING_RMSE == pytest.approx(0.2887, abs=1e-4)
+    assert stats["rmse_over_scale"] == pytest.approx(UNIFORM_ROUNDING_RMSE, rel=0.02)
+    assert stats["max_abs"] <= step(0.0, 1.0) / 2 * (1 + 1e-4)
+    # values on the grid are not changed at all
+    on_grid = np.arange(256, dtype="float32") / 255
+    assert error_stats(on_grid, fake_quant_reference(on_grid, 0.0, 1.0), 1 / 255)["mse"] < 1e-14
+
+
+@pytest.mark.parametrize("granularity", ["per_tensor", "per_channel"])
+def test_quantization_error_table_equals_quantizing_by_hand(granularity):
+    model = two_layer_model()
+    scheme = {**PER_TENSOR, "granularity": granularity}
+    x = images(23, seed=2)
+    table = quantization_error_table(model, BOUNDS, scheme, x, batch_size=5)
+    assert list(table.tensor) == ["rescale", "fc1_relu", "logits"]
+    assert list(table.order) == [0, 1, 2]
+    assert list(table.kind) == ["input", "dense", "dense"]
+    values = numpy_forward(model, x, {"rescale", "fc1", "logits"}, granularity)
+    for row in table.itertuples():
+        scale = step(*BOUNDS[row.tensor])
+        assert row.scale == pytest.approx(scale, rel=1e-5)
+        expected = numpy_stats(*values[row.tensor], scale)
+        # float32 summation order differs between TF and numpy
+        assert row.mse == pytest.approx(expected["mse"], rel=1e-3)
+        assert row.mae == pytest.approx(expected["mae"], rel=1e-3)
+        assert row.max_abs == pytest.approx(expected["max_abs"], rel=1e-3, abs=1e-6)
+        assert row.rmse_over_scale == pytest.approx(expected["rmse_over_scale"], rel=1e-3)
+    # the continuous uniform image is pure rounding noise on the input grid
+    rescale = table.set_index("tensor").loc["rescale"]
+    assert rescale.rmse_over_scale == pytest.approx(UNIFORM_ROUNDING_RMSE, rel=0.05)
+
+
+@pytest.mark.parametrize("granularity", ["per_tensor", "per_channel"])
+def test_weight_error_table_equals_quantizing_by_hand(granularity):
+    model = two_layer_model()
+    table = weight_error_table(model, {**PER_TENSOR, "granularity": granularity})
+    assert list(table.layer) == ["fc1", "logits"]
+    assert list(table.kind) == ["dense", "dense"]
+    for row in table.itertuples():
+        w = model.get_layer(row.layer).get_weights()[0]
+        if granularity == "per_tensor":
+            scale = step(min(w.min(), 0), max(w.max(), 0))
+        else:  # the mean channel step
+            scale = np.mean(step(np.minimum(w.min(axis=0), 0), np.maximum(w.max(axis=0), 0)))
+        expected = numpy_stats(w, quant_weights(w, granularity), scale)
+        assert row.weight_scale == pytest.approx(scale, rel=1e-5)
+        assert row.weight_mse == pytest.approx(expected["mse"], rel=1e-5)
+        assert row.weight_mae == pytest.approx(expected["mae"], rel=1e-5)
+        assert row.weight_max_abs == pytest.approx(expected["max_abs"], rel=1e-5)
+        assert row.weight_rmse_over_scale == pytest.approx(expected["rmse_over_scale"], rel=1e-4)
+        assert 0.2 < row.weight_rmse_over_scale < 0.4  # many weights: close to 1/sqrt(12)
+
+
+def test_sensitivity_equals_quantizing_one_layer_by_hand():
+    model = two_layer_model()
+    x = images(64, seed=4)
+    p_fp32 = softmax(numpy_forward(model, x, set())["logits"][1])
+    rng = np.random.default_rng(5)
+    # half the labels agree with the float model, so accuracies are far from 0 and 100
+    labels = np.where(rng.uniform(size=64) < 0.5, p_fp32.argmax(1), rng.integers(0, 4, 64))
+    # 4 bits: every configuration's QCE differs from the others by far more than round-off
+    table = sensitivity_table(model, BOUNDS, {**PER_TENSOR, "bits": 4}, x, labels, batch_size=24)
+    assert list(table.layer) == ["fc1", "logits"]
+    rows = table.set_index("layer")
+
+    def by_hand(quantized):
+        p = softmax(numpy_forward(model, x, quantized, bits=4)["logits"][1])
+        return 100 * np.mean(p.argmax(1) == labels), qce(p_fp32, p)
+
+    cases = {
+        ("fc1", "only"): {"fc1"},
+        ("fc1", "all_but"): {"rescale", "logits"},
+        ("logits", "only"): {"logits"},
+        ("logits", "all_but"): {"rescale", "fc1"},
+    }
+    for (layer, mode), quantized in cases.items():
+        acc, cross_entropy = by_hand(quantized)
+        assert rows.loc[layer, f"{mode}_accuracy"] == pytest.approx(acc)
+        assert rows.loc[layer, f"{mode}_qce"] == pytest.approx(cross_entropy, abs=1e-5)
+    fp32_accuracy = 100 * np.mean(p_fp32.argmax(1) == labels)
+    quint8_accuracy, quint8_qce = by_hand({"rescale", "fc1", "logits"})
+    np.testing.assert_allclose(rows.fp32_accuracy, fp32_accuracy)
+    np.testing.assert_allclose(rows.quint8_accuracy, quint8_accuracy)
+    np.testing.assert_allclose(rows.quint8_qce, quint8_qce, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(rows.only_drop, fp32_accuracy - rows.only_accuracy)
+    np.testing.assert_allclose(rows.all_but_gain, rows.all_but_accuracy - quint8_accuracy)
+
+
+@pytest.mark.parametrize(
+    "scheme",
+    [
+        {"bits": 8, "granularity": "per_channel", "symmetric": True},
+        {"bits": 8, "granularity": "per_tensor", "symmetric": False},
+    ],
+)
+def test_switchable_model_matches_float_and_quantized_models_with_one_trace(scheme):
+    model = build_model("DWS_Conv_With_BN", "HeUni", 0, width_multiplier=0.25, dense=(32, 16))
+    folded, _ = fold_model(model)
+    x = images(40, seed=6)
+    acts = capture(folded, x, quantized_tensors(folded))
+    bounds = {name: (float(a.min()), float(a.max())) for name, a in acts.items()}
+    switchable = SwitchableQuantizedModel(folded, bounds, scheme)
+    assert switchable.switches == ["rescale", *(k.name for k in switchable.layers)]
+    p_float = folded.predict(x, batch_size=16, verbose=0)
+    p_quant = build_quantized_model(folded, bounds, scheme).predict(x, batch_size=16, verbose=0)
+    assert not np.array_equal(p_float, p_quant)
+
+    switchable.quantize_all()
+    np.testing.assert_array_equal(switchable.predict(x, batch_size=16), p_quant)
+    for layer in switchable.layers:  # every configuration runs the same traced function
+        switchable.quantize([layer.name])
+        assert switchable.quantized == [layer.name]
+        switchable.predict(x[:7], batch_size=16)
+    switchable.quantize([])
+    np.testing.assert_array_equal(switchable.predict(x, batch_size=16), p_float)
+    switchable.quantize_all()  # switching back restores the quantized kernels
+    np.testing.assert_array_equal(switchable.predict(x, batch_size=16), p_quant)
+    assert switchable.tracing_count == 1
+    with pytest.raises(ValueError, match="unknown switches"):
+        switchable.quantize(["conv1_relu"])
+
+
+def test_most_sensitive_ranks_by_accuracy_drop_then_qce():
+    table = pd.DataFrame(
+        {
+            "layer": ["conv1", "block1_dw", "block1_pw", "fc1", "logits"],
+            "fp32_accuracy": 80.0,
+            "only_accuracy": [79.0, 70.0, 79.0, 80.0, np.nan],
+            "only_qce": [0.3, 0.9, 0.5, 0.1, np.nan],
+        }
+    )
+    assert most_sensitive(table, k=3) == ["block1_dw", "block1_pw", "conv1"]
+    assert most_sensitive(table, k=10)[-1] == "logits"
+
+
+def test_module_import_does_not_load_tensorflow():
+    code = (
+        "import sys; import quantinit.sensitivity; "
+        "sys.exit(any(m in sys.modules for m in ('tensorflow', 'keras')))"
+    )
+    env = {"PYTHONPATH": str(REPO / "src")}
+    assert subprocess.run([sys.executable, "-c", code], env=env, timeout=60).returncode == 0
