@@ -28,9 +28,8 @@ def tiny_study(tmp_path_factory):
     """The 4 architectures with HeUni, and one cell made to diverge (RandNorm std 20)."""
     workdir = tmp_path_factory.mktemp("tiny")
     write_config(workdir, initializer_settings=FIXTURE_SETTINGS)
-    result = snakemake(
-        workdir, "all", f"{DIVERGING}/metrics.parquet", f"{DIVERGING}/layerwise.parquet"
-    )
+    diverging = [f"{DIVERGING}/{name}.parquet" for name in ("metrics", "layerwise", "sensitivity")]
+    result = snakemake(workdir, "all", *diverging)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     return workdir
 
