@@ -31,7 +31,7 @@ data/cifar10-jpeg:
 data: data/cifar10-jpeg
 
 quick: setup data
-	$(BIN)/snakemake --cores 2 --configfile config/quick.yaml $(ARGS)
+	$(BIN)/snakemake --cores 2 $(ARGS) --configfile config/quick.yaml
 
 test: setup
 	$(BIN)/pytest $(ARGS)
@@ -44,10 +44,19 @@ lint: setup
 
 QUICK_STUDY := results/study
 docs-figures: setup data
-	$(BIN)/snakemake --cores 2 --configfile config/quick.yaml $(QUICK_STUDY)/table2.md \
+	# (--configfile takes several files: targets go before it)
+	$(BIN)/snakemake --cores 2 $(QUICK_STUDY)/table2.md \
 		$(QUICK_STUDY)/figures/figure2_vanishing_act.png $(QUICK_STUDY)/figures/figure3_layerwise.png \
-		$(QUICK_STUDY)/figures/degradation_heatmap.png
-	cp $(QUICK_STUDY)/figures/figure2_vanishing_act.png docs/quick-figure2.png
-	cp $(QUICK_STUDY)/figures/figure3_layerwise.png docs/quick-figure3.png
-	cp $(QUICK_STUDY)/figures/degradation_heatmap.png docs/quick-heatmap.png
+		$(QUICK_STUDY)/figures/degradation_heatmap.png --configfile config/quick.yaml
+	$(BIN)/python -c 'import sys; from PIL import Image; \
+		[Image.open(s).convert("RGB").resize((w := 900, round(Image.open(s).height * w / Image.open(s).width)), Image.LANCZOS).quantize(128).save(d, optimize=True) \
+		 for s, d in zip(sys.argv[1::2], sys.argv[2::2])]' \
+		$(QUICK_STUDY)/figures/figure2_vanishing_act.png docs/quick-figure2.png \
+		$(QUICK_STUDY)/figures/figure3_layerwise.png docs/quick-figure3.png \
+		$(QUICK_STUDY)/figures/degradation_heatmap.png docs/quick-heatmap.png
 	cp $(QUICK_STUDY)/table2.md docs/quick-table2.md
+
+# make bench - the benchmark (benchmarks/README.md): ARGS=--smoke for the 1-2 minute version
+.PHONY: bench
+bench: setup
+	$(BIN)/python benchmarks/run.py $(ARGS)
