@@ -186,6 +186,17 @@ def test_changing_one_initializer_setting_reruns_only_its_cells(tiny_study):
     write_config(tiny_study, initializer_settings=FIXTURE_SETTINGS)
 
 
+def test_touching_the_data_file_reruns_every_cell(tiny_study):
+    dataset = tiny_study / "results/data/dataset.npz"
+    os.utime(dataset)  # newer than every output that depends on it
+    jobs = planned_jobs(snakemake(tiny_study, "-n").stdout)
+    assert "prepare_data" not in jobs  # the data file itself is not remade
+    assert jobs["train"] == 4 and jobs["evaluate"] == 4 and jobs["table2"] == 1
+    # after `--touch` (outputs marked up to date, nothing recomputed) nothing is left to do
+    assert snakemake(tiny_study, "--touch").returncode == 0
+    assert "Nothing to be done" in snakemake(tiny_study, "-n").stdout
+
+
 def test_single_cell_target_runs_only_that_cell(tiny_study):
     target = "results/DWS_Conv_With_BN/GlorotUni/seed0/epoch1/metrics.parquet"
     jobs = planned_jobs(snakemake(tiny_study, "-n", target).stdout)
