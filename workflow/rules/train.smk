@@ -39,6 +39,8 @@ rule export_checkpoint:
         cell=f"{EPOCH_DIR}/cell.json",
     log:
         f"{EPOCH_DIR}/logs/export_checkpoint.log",
+    benchmark:
+        f"{EPOCH_DIR}/benchmarks/export_checkpoint.tsv"
     conda:
         "../../envs/analysis.yaml"
     resources:
