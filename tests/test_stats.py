@@ -112,6 +112,12 @@ def test_kl_two_bins_by_hand():
     assert kl_to_uniform(x - 5.0 * (x < 0.5), 0.0, 2.0, 2) == pytest.approx(expected)
 
 
+def test_kl_of_a_non_finite_tensor_is_nan():
+    x = np.array([0.1, np.nan, 0.7])
+    assert math.isnan(kl_to_uniform(x, float(np.min(x)), float(np.max(x)), 16))
+    assert math.isnan(kl_to_uniform(np.array([1.0, np.inf]), 1.0, math.inf, 16))
+
+
 def test_softmax_by_hand_and_stable():
     p = softmax(np.array([[0.0, math.log(3.0)], [1000.0, 1000.0]]))
     np.testing.assert_allclose(p, [[0.25, 0.75], [0.5, 0.5]])

@@ -69,6 +69,9 @@ def test_classify_outcome():
     diverged = [row(1, 2.1, 0.2, 0.2), row(2, float("nan"), 0.1, None)]
     status, reason = classify_outcome(diverged, True, 0.02, 10)
     assert status == STATUS_DIVERGED and "epoch 2" in reason and "2.1" in reason
+    nan_weights = [row(1, 2.1, 0.2, 0.2), row(2, 2.3026, 0.1, None)]
+    status, reason = classify_outcome(nan_weights, True, 0.02, 10)
+    assert status == STATUS_DIVERGED and "non-finite weights after epoch 2" in reason
 
 
 def separable_images(n, seed):
@@ -82,9 +85,13 @@ def separable_images(n, seed):
     return images, labels
 
 
-def run(state_dir, epochs, arch="Regular_Conv_With_BN", init="HeUni", fingerprint="f", **cfg):
+def run(
+    state_dir, epochs, arch="Regular_Conv_With_BN", init="HeUni", fingerprint="f", build=None, **cfg
+):
     x, y = separable_images(320, seed=0)
-    build = functools.partial(build_model, arch, init, 0, width_multiplier=0.25, bn_momentum=0.9)
+    build = build or functools.partial(
+        build_model, arch, init, 0, width_multiplier=0.25, bn_momentum=0.9
+    )
     return train_cell(
         build, x, y, x[:64], y[:64], training_config(epochs=epochs, **cfg), seed=0,
         state_dir=state_dir, run_fingerprint=fingerprint, analyze_epochs=[1, 2, 3],
@@ -125,3 +132,22 @@ def test_divergence_stops_at_once_and_keeps_last_finite_state(tmp_path):
     assert not np.isfinite(result["history"][-1]["loss"])
     assert "non-finite loss" in result["reason"]
     assert (tmp_path / "snapshots" / "last.keras").is_file()
+
+
+@pytest.mark.slow
+def test_non_finite_weights_with_a_finite_loss_are_divergence(tmp_path):
+    """Seen in the quick preset (Regular_Conv_No_BN, RandNorm_Med): NaN conv kernels feed
+    ReLU, the network outputs uniform scores and the loss stays at ln 10."""
+
+    def build_with_nan_kernel():
+        model = build_model("Regular_Conv_No_BN", "HeUni", 0, width_multiplier=0.25)
+        layer = model.get_layer("block1_conv")
+        kernel, bias = layer.get_weights()
+        layer.set_weights([np.full_like(kernel, np.nan), bias])
+        return model
+
+    result = run(tmp_path, epochs=3, build=build_with_nan_kernel)
+    assert np.isfinite(result["history"][0]["loss"])  # the loss alone would not tell
+    assert result["status"] == STATUS_DIVERGED
+    assert len(result["history"]) == 1
+    assert "non-finite weights after epoch 1" in result["reason"]

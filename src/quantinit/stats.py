@@ -7,6 +7,8 @@ Conventions: a "range" is max - min; "channels" are the slices of a tensor along
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -100,8 +102,11 @@ def kl_to_uniform(x, lo: float, hi: float, bins: int) -> float:
     P: np.histogram of np.clip(x, lo, hi) with `bins` equal bins on [lo, hi], normalised;
     U_i = 1 / bins. KL = sum_i p_i log(p_i * bins) with 0 log 0 = 0: 0 for a perfectly uniform
     histogram, log(bins) when all mass is in one bin. For lo == hi NumPy widens the histogram
-    range to [lo - 0.5, hi + 0.5].
+    range to [lo - 0.5, hi + 0.5]. NaN when lo or hi is not finite (a tensor holding NaN or
+    infinite values has no histogram).
     """
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return math.nan
     if bins < 1 or lo > hi:
         raise ValueError(f"need bins >= 1 and lo <= hi, got bins={bins}, lo={lo}, hi={hi}")
     counts, _ = np.histogram(np.clip(np.asarray(x), lo, hi), bins=bins, range=(lo, hi))

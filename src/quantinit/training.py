@@ -112,9 +112,15 @@ def classify_outcome(history: list[dict], diverged: bool, margin: float, num_cla
     """(status, reason) of a finished run from its per-epoch history."""
     if diverged:
         last = history[-1] if history else None
+        epoch = last["epoch"] if last else 1
+        if last is not None and math.isfinite(last["loss"]):
+            # NaN kernels followed by ReLU can give uniform, finite outputs (loss ln 10)
+            return STATUS_DIVERGED, (
+                f"non-finite weights after epoch {epoch}; epoch loss {last['loss']:.4g}"
+            )
         finite = [row["loss"] for row in history if math.isfinite(row["loss"])]
         return STATUS_DIVERGED, (
-            f"non-finite loss in epoch {last['epoch'] if last else 1}; "
+            f"non-finite loss in epoch {epoch}; "
             f"last finite epoch loss: {finite[-1] if finite else 'none'}"
         )
     final = history[-1]
@@ -127,6 +133,11 @@ def classify_outcome(history: list[dict], diverged: bool, margin: float, num_cla
             f"final accuracy {accuracy:.4f} below chance {chance:.2f} + margin {margin}"
         )
     return STATUS_OK, f"final accuracy {accuracy:.4f}"
+
+
+def all_finite(arrays) -> bool:
+    """True when no array holds a NaN or an infinity."""
+    return all(np.isfinite(a).all() for a in arrays)
 
 
 def _save_keras_atomic(model, path: Path) -> None:
@@ -180,10 +191,12 @@ def train_cell(
 
     `training` is the config's training section. Keeps resumable state in `state_dir`
     and inference snapshots at `analyze_epochs` in `state_dir/snapshots`. A non-finite
-    loss ends training at once (status diverged); the last finite state is kept as
-    snapshots/last.keras. `dynamics(core_model)`, if given, returns a callable that maps an
-    epoch number to per-layer statistic rows; they are recorded at initialization (epoch 0)
-    and after every epoch, with their cost in the history's dynamics_seconds.
+    loss ends training at once, non-finite weights at the end of the epoch (NaN kernels
+    followed by ReLU can give finite, uniform outputs): status diverged; the last finite
+    state is kept as snapshots/last.keras. `dynamics(core_model)`, if given, returns a
+    callable that maps an epoch number to per-layer statistic rows; they are recorded at
+    initialization (epoch 0) and after every epoch, with their cost in the history's
+    dynamics_seconds.
     Returns {"status", "reason", "epochs_completed", "history", "dynamics", ...}.
     """
     import keras
@@ -276,14 +289,17 @@ def train_cell(
             "seconds": 0.0,
             "dynamics_seconds": 0.0,
         }
-        if monitor.diverged_at_batch is not None or not math.isfinite(loss):
+        loss_finite = monitor.diverged_at_batch is None and math.isfinite(loss)
+        if not loss_finite or not all_finite(core.get_weights()):
             diverged = True
             row["seconds"] = time.monotonic() - started
             history.append(row)
-            log(
-                f"epoch {epoch + 1}/{epochs}: loss is not finite "
-                f"(batch {monitor.diverged_at_batch}): diverged"
+            what = (
+                f"loss is not finite (batch {monitor.diverged_at_batch})"
+                if not loss_finite
+                else f"weights are not finite (epoch loss {loss:.4g})"
             )
+            log(f"epoch {epoch + 1}/{epochs}: {what}: diverged")
             break
         last_epoch = epoch + 1 == epochs
         if (validate_every and (epoch + 1) % validate_every == 0) or last_epoch:
