@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from quantinit.analysis import (
+    LayerDynamics,
     build_quantized_model,
     capture,
     fold_model,
@@ -13,7 +14,7 @@ from quantinit.analysis import (
 )
 from quantinit.models import ARCHITECTURES, build_model, weighted_layers
 from quantinit.quantization import fake_quant_reference
-from quantinit.stats import softmax
+from quantinit.stats import average_channel_precision, percentile_range, softmax
 
 SMALL = dict(width_multiplier=0.25, dense=(32, 16))
 
@@ -132,3 +133,22 @@ def test_quantized_model_is_close_to_float_with_calibrated_ranges():
     p_quant = quantized.predict(x, verbose=0)
     assert np.abs(p_float - p_quant).mean() < 0.02
     assert not np.array_equal(p_float, p_quant)
+
+
+@pytest.mark.parametrize("arch", ["Regular_Conv_With_BN", "DWS_Conv_No_BN"])
+def test_layer_dynamics_equal_statistics_computed_by_hand(arch):
+    model = build_model(arch, "HeUni", 0, bn_momentum=0.9, **SMALL)
+    randomize_batchnorm(model)
+    probe = images(24)
+    rows = LayerDynamics(model, probe, percentile=1.0)(3)
+    layers = kernel_layers(model)
+    outputs = capture(model, probe, [layer.output for layer in layers])  # after the ReLU
+    assert [row["layer"] for row in rows] == [layer.name for layer in layers]
+    for row, layer in zip(rows, layers, strict=True):
+        kernel = model.get_layer(layer.name).get_weights()[0]
+        lo, hi = percentile_range(outputs[layer.output], 1.0)
+        assert row["epoch"] == 3 and row["order"] == layer.order
+        assert row["weight_range"] == pytest.approx(float(kernel.max() - kernel.min()))
+        assert row["activation_range"] == pytest.approx(hi - lo, rel=1e-5)
+        expected = average_channel_precision(np.clip(outputs[layer.output], lo, hi), -1)
+        assert row["activation_precision"] == pytest.approx(expected, rel=1e-5, nan_ok=True)

@@ -10,6 +10,7 @@ from quantinit.stats import (
     channel_min_max,
     channel_ranges,
     clipped_activation_stats,
+    clipped_channel_precision,
     fans,
     kl_to_uniform,
     percent_accuracy_decrease,
@@ -56,6 +57,19 @@ def test_channel_precision_of_4d_tensor_reduces_over_other_axes():
     x[0, 0, 1, 1] = -2.0  # channel 1 spans [-2, 0]; the tensor spans [-2, 8]
     np.testing.assert_array_equal(channel_ranges(x, -1), [8.0, 2.0])
     assert average_channel_precision(x, -1) == pytest.approx((0.8 + 0.2) / 2)
+
+
+@pytest.mark.parametrize("bounds", [(0.3, 2.0), (-5.0, 5.0), (1.0, 1.0), (-1.0, 0.5)])
+def test_clipped_channel_precision_equals_precision_of_the_clipped_tensor(bounds):
+    x = np.random.default_rng(3).normal(size=(6, 5, 5, 7)).astype("float32")
+    x[..., 2] *= 4.0
+    lo, hi = bounds
+    expected = average_channel_precision(np.clip(x, lo, hi), -1)
+    got = clipped_channel_precision(x.min(axis=(0, 1, 2)), x.max(axis=(0, 1, 2)), lo, hi)
+    if math.isnan(expected):
+        assert math.isnan(got)
+    else:
+        assert got == pytest.approx(expected, rel=1e-6)
 
 
 def test_constant_tensor_precision_is_nan():

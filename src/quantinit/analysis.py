@@ -195,32 +195,53 @@ def build_quantized_model(folded_model, activation_bounds: dict, scheme: dict):
 class LayerDynamics:
     """Per-layer statistics of a model on a fixed probe batch, recorded once per epoch.
 
-    Built once per training run (the capture model is reused), then called after each
-    epoch: weight and BN-folded weight ranges, folded precision, and the clipped
-    activation range and precision of each kernel layer's output on the probe images.
+    Built once per training run, then called after each epoch: weight and BN-folded weight
+    ranges, folded precision, and the clipped activation range and precision of each kernel
+    layer's output on the probe images. The forward pass and the per-channel minima and
+    maxima run as one compiled TensorFlow function; NumPy takes only the percentiles.
     """
 
     def __init__(self, model, probe_images: np.ndarray, percentile: float):
+        import tensorflow as tf
+
         self.model = model
         self.layers = kernel_layers(model)
-        self.probe = probe_images.astype("float32")
-        self.capture = capture_model(model, [k.output for k in self.layers])
+        self.probe = tf.constant(probe_images, dtype="float32")
         self.percentile = percentile
+        capture = capture_model(model, [k.output for k in self.layers])
+
+        @tf.function
+        def forward(images):
+            outputs = tf.nest.flatten(capture(images, training=False))
+            return [
+                (
+                    a,
+                    tf.reduce_min(a, axis=range(a.shape.rank - 1)),
+                    tf.reduce_max(a, axis=range(a.shape.rank - 1)),
+                )
+                for a in outputs
+            ]
+
+        self.forward = forward
 
     def __call__(self, epoch: int) -> list[dict]:
-        from quantinit.stats import average_channel_precision, percentile_range, tensor_range
+        from quantinit.stats import (
+            average_channel_precision,
+            clipped_channel_precision,
+            percentile_range,
+            tensor_range,
+        )
 
-        activations = self.capture(self.probe, training=False)
         folded = folded_weights(self.model, self.layers)
         rows = []
-        for layer, activation in zip(self.layers, activations, strict=True):
+        for layer, (activation, channel_min, channel_max) in zip(
+            self.layers, self.forward(self.probe), strict=True
+        ):
             kernel = self.model.get_layer(layer.name).get_weights()[0]
             folded_kernel = folded[layer.name]["kernel"]
             w_lo, w_hi = tensor_range(kernel)
             f_lo, f_hi = tensor_range(folded_kernel)
-            activation = np.asarray(activation)
-            a_lo, a_hi = percentile_range(activation, self.percentile)
-            clipped = np.clip(activation, a_lo, a_hi)
+            a_lo, a_hi = percentile_range(activation.numpy(), self.percentile)
             rows.append(
                 {
                     "epoch": epoch,
@@ -235,7 +256,9 @@ class LayerDynamics:
                         folded_kernel, channel_axis(layer.kind)
                     ),
                     "activation_range": a_hi - a_lo,
-                    "activation_precision": average_channel_precision(clipped, -1),
+                    "activation_precision": clipped_channel_precision(
+                        channel_min.numpy(), channel_max.numpy(), a_lo, a_hi
+                    ),
                 }
             )
         return rows

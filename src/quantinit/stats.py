@@ -73,6 +73,22 @@ def average_channel_precision(x, channel_axis: int) -> float:
     return float(np.mean(channel_ranges(x, channel_axis) / (hi - lo)))
 
 
+def clipped_channel_precision(channel_min, channel_max, lo: float, hi: float) -> float:
+    """Eq. 2 of a tensor clipped to [lo, hi], from its unclipped per-channel minima and maxima.
+
+    Clipping is monotone, so a clipped channel's range is clip(max_c) - clip(min_c) and the
+    clipped tensor's range is max_c clip(max_c) - min_c clip(min_c): this equals
+    average_channel_precision(np.clip(x, lo, hi), axis) without building the clipped tensor.
+    NaN when the clipped tensor is constant.
+    """
+    clipped_min = np.clip(np.asarray(channel_min), lo, hi)
+    clipped_max = np.clip(np.asarray(channel_max), lo, hi)
+    tensor_lo, tensor_hi = float(clipped_min.min()), float(clipped_max.max())
+    if tensor_hi == tensor_lo:
+        return float("nan")
+    return float(np.mean((clipped_max - clipped_min) / (tensor_hi - tensor_lo)))
+
+
 def clipped_activation_stats(x, percentile: float, channel_axis: int = -1) -> dict:
     """Range statistics of an activation tensor before and after symmetric percentile clipping.
 
