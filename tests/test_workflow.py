@@ -204,6 +204,23 @@ def test_single_cell_target_runs_only_that_cell(tiny_study):
     assert jobs == dict.fromkeys(chain, 1)
 
 
+def start_and_wait_for_epochs(workdir, progress, epochs, *targets):
+    """Start Snakemake in its own process group; return once `epochs` epochs are saved."""
+    process = subprocess.Popen(
+        snakemake_command(workdir, *targets, cores=1),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        if progress.exists() and json.loads(progress.read_text())["epochs_completed"] >= epochs:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "training finished before it could be stopped"
+    return process
+
+
 def test_killed_training_resumes_where_it_stopped(tmp_path):
     write_config(
         tmp_path,
@@ -212,21 +229,7 @@ def test_killed_training_resumes_where_it_stopped(tmp_path):
         training={"epochs": 8},
     )
     progress = tmp_path / "state/Regular_Conv_With_BN/HeUni/seed0/progress.json"
-    process = subprocess.Popen(
-        snakemake_command(tmp_path, cores=1),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 600
-    completed = 0
-    while time.monotonic() < deadline and process.poll() is None:
-        if progress.exists():
-            completed = json.loads(progress.read_text())["epochs_completed"]
-            if completed >= 2:
-                break
-        time.sleep(0.2)
-    assert process.poll() is None, "training finished before it could be killed"
+    process = start_and_wait_for_epochs(tmp_path, progress, 2)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     killed_at = json.loads(progress.read_text())["epochs_completed"]
@@ -242,3 +245,39 @@ def test_killed_training_resumes_where_it_stopped(tmp_path):
     assert f"resuming from epoch{killed_at}.keras after epoch {killed_at} of 8" in log
     history = pd.read_parquet(cell / "train/history.parquet")
     assert list(history["epoch"]) == list(range(1, 9))
+
+
+def test_sigterm_saves_state_and_the_rerun_equals_an_uninterrupted_run(tmp_path):
+    """SLURM's time limit (--signal=TERM@...): every process of the job gets SIGTERM."""
+    settings = dict(
+        architectures=["Regular_Conv_With_BN"],
+        data={"synthetic": {"train_samples": 1500}},
+        training={"epochs": 6},
+    )
+    train_dir = "results/Regular_Conv_With_BN/HeUni/seed0/train"
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    for workdir in (straight, stopped):
+        workdir.mkdir()
+        write_config(workdir, **settings)
+    progress = stopped / "state/Regular_Conv_With_BN/HeUni/seed0/progress.json"
+    process = start_and_wait_for_epochs(stopped, progress, 2, f"{train_dir}/history.parquet")
+    os.killpg(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=120) != 0
+    stopped_at = json.loads(progress.read_text())["epochs_completed"]
+    assert 2 <= stopped_at < 6
+    log = (stopped / train_dir / "train.log").read_text()
+    assert f"stopped by SIGTERM: the state after epoch {stopped_at} of 6 is saved" in log
+    assert not (stopped / train_dir / "history.parquet").exists()
+
+    # a new run (or Snakemake's retry) resumes after the saved epoch
+    for workdir in (stopped, straight):
+        result = snakemake(workdir, f"{train_dir}/history.parquet", cores=1)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = (stopped / train_dir / "train.log").read_text()
+    assert f"resuming from epoch{stopped_at}.keras after epoch {stopped_at} of 6" in log
+    for table in ("history", "dynamics"):
+        resumed = pd.read_parquet(stopped / train_dir / f"{table}.parquet")
+        uninterrupted = pd.read_parquet(straight / train_dir / f"{table}.parquet")
+        compared = [c for c in resumed.columns if "seconds" not in c]
+        pd.testing.assert_frame_equal(resumed[compared], uninterrupted[compared])
+    assert list(resumed["epoch"].unique()) == list(range(7))  # dynamics: epochs 0..6

@@ -9,6 +9,11 @@ The resumable state lives in a per-cell folder that is not a Snakemake output:
     <state_dir>/progress.json         epochs done, history, fingerprint (commit point)
     <state_dir>/epoch<k>.keras        training model with optimizer state after epoch k
     <state_dir>/snapshots/epoch<E>.keras   inference model at each analysed epoch E
+
+Preemption: SIGTERM (what SLURM sends before its time limit) stops training at the next
+batch; the unfinished epoch is dropped, the state of the last finished epoch is already on
+disk, and train_cell raises TrainingTerminated so the job exits with an error and a retry
+(or the next run) resumes after that epoch.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import hashlib
 import json
 import math
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +34,35 @@ from quantinit.io import atomic_path, write_json
 STATUS_OK = "ok"
 STATUS_DIVERGED = "diverged"
 STATUS_NOT_LEARNING = "not_learning"
+
+
+class TrainingTerminated(Exception):
+    """Training stopped on SIGTERM; the state after `epochs_completed` epochs is saved."""
+
+    def __init__(self, epochs_completed: int, epochs: int):
+        super().__init__(
+            f"stopped by SIGTERM: the state after epoch {epochs_completed} of {epochs} is "
+            "saved; the next run resumes from it"
+        )
+        self.epochs_completed = epochs_completed
+
+
+class _Termination:
+    """Records SIGTERM while installed (main thread only) instead of dying at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self._previous)
 
 
 def lr_at_epoch(epoch: int, base_lr: float, boundaries, factor: float) -> float:
@@ -153,10 +188,11 @@ def evaluate_probabilities(probabilities: np.ndarray, labels: np.ndarray) -> tup
 
 
 class _DivergenceMonitor:
-    """Keras callback factory: stop at the first batch whose running loss is not finite."""
+    """Keras callback factory: stop at the first batch whose running loss is not finite,
+    or at the first batch after a SIGTERM."""
 
     @staticmethod
-    def create():
+    def create(termination: _Termination):
         import keras
 
         class DivergenceMonitor(keras.callbacks.Callback):
@@ -168,6 +204,8 @@ class _DivergenceMonitor:
                 loss = (logs or {}).get("loss")
                 if loss is not None and not math.isfinite(float(loss)):
                     self.diverged_at_batch = batch
+                    self.model.stop_training = True
+                if termination.requested:
                     self.model.stop_training = True
 
         return DivergenceMonitor()
@@ -260,82 +298,91 @@ def train_cell(
     diverged = False
     validate_every = training.get("validate_every", 1)
     run_started = time.monotonic()
-    for epoch in range(start_epoch, epochs):
-        reset_augmentation_state(augmentation, seed, epoch)
-        order = epoch_order(len(x_train), seed, epoch)
-        monitor = _DivergenceMonitor.create()
-        started = time.monotonic()
-        fit = model.fit(
-            x_train[order],
-            y_train[order],
-            batch_size=batch_size,
-            epochs=epoch + 1,
-            initial_epoch=epoch,
-            shuffle=False,
-            verbose=0,
-            callbacks=[monitor],
-        )
-        loss = float(fit.history["loss"][-1])
-        accuracy = float(fit.history["accuracy"][-1])
-        row = {
-            "epoch": epoch + 1,
-            "loss": loss,
-            "accuracy": accuracy,
-            "val_loss": None,
-            "val_accuracy": None,
-            "lr": lr_at_epoch(
-                epoch, training["learning_rate"], training["lr_boundaries"], training["lr_factor"]
-            ),
-            "seconds": 0.0,
-            "dynamics_seconds": 0.0,
-        }
-        loss_finite = monitor.diverged_at_batch is None and math.isfinite(loss)
-        if not loss_finite or not all_finite(core.get_weights()):
-            diverged = True
-            row["seconds"] = time.monotonic() - started
-            history.append(row)
-            what = (
-                f"loss is not finite (batch {monitor.diverged_at_batch})"
-                if not loss_finite
-                else f"weights are not finite (epoch loss {loss:.4g})"
+    with _Termination() as termination:
+        for epoch in range(start_epoch, epochs):
+            if termination.requested:
+                raise TrainingTerminated(epoch, epochs)
+            reset_augmentation_state(augmentation, seed, epoch)
+            order = epoch_order(len(x_train), seed, epoch)
+            monitor = _DivergenceMonitor.create(termination)
+            started = time.monotonic()
+            fit = model.fit(
+                x_train[order],
+                y_train[order],
+                batch_size=batch_size,
+                epochs=epoch + 1,
+                initial_epoch=epoch,
+                shuffle=False,
+                verbose=0,
+                callbacks=[monitor],
             )
-            log(f"epoch {epoch + 1}/{epochs}: {what}: diverged")
-            break
-        last_epoch = epoch + 1 == epochs
-        if (validate_every and (epoch + 1) % validate_every == 0) or last_epoch:
-            probabilities = core.predict(x_test, batch_size=512, verbose=0)
-            row["val_loss"], row["val_accuracy"] = evaluate_probabilities(probabilities, y_test)
-        row["seconds"] = time.monotonic() - started
-        if record_dynamics:
-            dynamics_started = time.monotonic()
-            dynamics_rows += record_dynamics(epoch + 1)
-            row["dynamics_seconds"] = time.monotonic() - dynamics_started
-        history.append(row)
+            if termination.requested:  # the unfinished epoch is dropped
+                log(f"epoch {epoch + 1}/{epochs}: SIGTERM, stopping")
+                raise TrainingTerminated(epoch, epochs)
+            loss = float(fit.history["loss"][-1])
+            accuracy = float(fit.history["accuracy"][-1])
+            row = {
+                "epoch": epoch + 1,
+                "loss": loss,
+                "accuracy": accuracy,
+                "val_loss": None,
+                "val_accuracy": None,
+                "lr": lr_at_epoch(
+                    epoch,
+                    training["learning_rate"],
+                    training["lr_boundaries"],
+                    training["lr_factor"],
+                ),
+                "seconds": 0.0,
+                "dynamics_seconds": 0.0,
+            }
+            loss_finite = monitor.diverged_at_batch is None and math.isfinite(loss)
+            if not loss_finite or not all_finite(core.get_weights()):
+                diverged = True
+                row["seconds"] = time.monotonic() - started
+                history.append(row)
+                what = (
+                    f"loss is not finite (batch {monitor.diverged_at_batch})"
+                    if not loss_finite
+                    else f"weights are not finite (epoch loss {loss:.4g})"
+                )
+                log(f"epoch {epoch + 1}/{epochs}: {what}: diverged")
+                break
+            last_epoch = epoch + 1 == epochs
+            if (validate_every and (epoch + 1) % validate_every == 0) or last_epoch:
+                probabilities = core.predict(x_test, batch_size=512, verbose=0)
+                row["val_loss"], row["val_accuracy"] = evaluate_probabilities(probabilities, y_test)
+            row["seconds"] = time.monotonic() - started
+            if record_dynamics:
+                dynamics_started = time.monotonic()
+                dynamics_rows += record_dynamics(epoch + 1)
+                row["dynamics_seconds"] = time.monotonic() - dynamics_started
+            history.append(row)
 
-        if epoch + 1 in analyze_epochs:
-            _save_keras_atomic(core, snapshot_dir / f"epoch{epoch + 1}.keras")
-        model_file = f"epoch{epoch + 1}.keras"
-        _save_keras_atomic(model, state_dir / model_file)
-        write_json(
-            {
-                "fingerprint": run_fingerprint,
-                "epochs_completed": epoch + 1,
-                "model_file": model_file,
-                "history": history,
-                "dynamics": dynamics_rows,
-            },
-            progress_path,
-        )
-        for old in state_dir.glob("epoch*.keras"):
-            if old.name != model_file:
-                old.unlink()
-        done = epoch + 1 - start_epoch
-        eta = (time.monotonic() - run_started) / done * (epochs - epoch - 1)
-        val = f" val_acc {row['val_accuracy']:.4f}" if row["val_accuracy"] is not None else ""
-        log(
-            f"epoch {epoch + 1}/{epochs}: loss {loss:.4f} acc {accuracy:.4f}{val} "
-            f"lr {row['lr']:.2g} {row['seconds']:.1f}s, eta {eta / 60:.1f} min"
-        )
+            if epoch + 1 in analyze_epochs:
+                _save_keras_atomic(core, snapshot_dir / f"epoch{epoch + 1}.keras")
+            model_file = f"epoch{epoch + 1}.keras"
+            _save_keras_atomic(model, state_dir / model_file)
+            write_json(
+                {
+                    "fingerprint": run_fingerprint,
+                    "epochs_completed": epoch + 1,
+                    "model_file": model_file,
+                    "history": history,
+                    "dynamics": dynamics_rows,
+                },
+                progress_path,
+            )
+            for old in state_dir.glob("epoch*.keras"):
+                if old.name != model_file:
+                    old.unlink()
+            done = epoch + 1 - start_epoch
+            eta = (time.monotonic() - run_started) / done * (epochs - epoch - 1)
+            val = f" val_acc {row['val_accuracy']:.4f}" if row["val_accuracy"] is not None else ""
+            log(
+                f"epoch {epoch + 1}/{epochs}: loss {loss:.4f} acc {accuracy:.4f}{val} "
+                f"lr {row['lr']:.2g} {row['seconds']:.1f}s, eta {eta / 60:.1f} min"
+            )
 
     if diverged:
         # The weights are now non-finite; keep the last finite state for later stages.

@@ -1,13 +1,14 @@
 """Rule train: train one cell (resuming from its saved state), write history and status."""
 
 import functools
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from quantinit.data import load_dataset
 from quantinit.io import copy_tree, read_json, redirect_output_to_log, write_json, write_parquet
-from quantinit.training import fingerprint, train_cell
+from quantinit.training import TrainingTerminated, fingerprint, train_cell
 
 redirect_output_to_log(snakemake.log[0])
 
@@ -63,19 +64,23 @@ if dynamics_settings["enabled"]:
 
 
 state_dir = Path(snakemake.params.state_dir)
-result = train_cell(
-    build_core,
-    dataset.x_train,
-    dataset.y_train,
-    dataset.x_test,
-    dataset.y_test,
-    training=training,
-    seed=seed,
-    state_dir=state_dir,
-    run_fingerprint=fingerprint(run),
-    analyze_epochs=snakemake.params.analyze_epochs,
-    dynamics=record_dynamics,
-)
+try:
+    result = train_cell(
+        build_core,
+        dataset.x_train,
+        dataset.y_train,
+        dataset.x_test,
+        dataset.y_test,
+        training=training,
+        seed=seed,
+        state_dir=state_dir,
+        run_fingerprint=fingerprint(run),
+        analyze_epochs=snakemake.params.analyze_epochs,
+        dynamics=record_dynamics,
+    )
+except TrainingTerminated as stopped:
+    print(stopped, flush=True)
+    sys.exit(128 + 15)  # as if killed by SIGTERM: the job fails, a retry resumes
 dynamics = pd.DataFrame(result.pop("dynamics"))
 
 history = pd.DataFrame(result.pop("history")).assign(arch=arch, init=init, seed=seed)
