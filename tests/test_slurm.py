@@ -51,7 +51,7 @@ def slurm_cluster():
         assert down.returncode == 0, down.stdout + down.stderr
 
 
-def overlay_profile(workdir):
+def overlay_profile(workdir, train=None):
     """profiles/slurm as it is, except what this one-node, GPU-less test cluster needs.
 
     Written as a second --profile, whose top-level keys replace the first profile's: the
@@ -71,6 +71,7 @@ def overlay_profile(workdir):
 
     set_resources = {rule: fit(res) for rule, res in profile["set-resources"].items()}
     set_resources["train"]["gpu"] = 0
+    set_resources["train"].update(train or {})
     overlay = {
         "default-resources": fit(profile["default-resources"]),
         "set-resources": set_resources,
@@ -86,11 +87,11 @@ def overlay_profile(workdir):
     return path.parent
 
 
-def run_on_slurm(workdir, *targets):
+def run_on_slurm(workdir, *targets, train=None):
     command = snakemake_command(
         workdir,
         *targets,
-        "--profile", str(PROFILE), "--profile", str(overlay_profile(workdir)),
+        "--profile", str(PROFILE), "--profile", str(overlay_profile(workdir, train)),
         "--workflow-profile", "none",
     )  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=1200)
@@ -133,6 +134,7 @@ def test_profile_requests_gpu_and_groups_cells(tmp_path):
     assert train["slurm_partition"] == "CHANGE-ME-gpu-partition"
     evaluate = dict(kv.split("=", 1) for kv in resources["evaluate"].split(", "))
     assert evaluate["slurm_partition"] == "CHANGE-ME-cpu-partition" and "gpu" not in evaluate
+    assert train["slurm_extra"] == "--signal=TERM@120"
 
 
 def test_cell_runs_as_slurm_jobs_one_per_stage_group(slurm_cluster, tmp_path):
@@ -182,3 +184,30 @@ def test_failing_job_is_reported_failed(slurm_cluster, tmp_path):
     assert "Error in rule prepare_data" in slurm_log.read_text()
     rule_log = (tmp_path / "results/logs/prepare_data.log").read_text()
     assert "no-such-folder' does not exist" in rule_log
+
+
+def test_time_limit_signal_stops_training_with_its_state_saved(slurm_cluster, tmp_path):
+    """The profile's --signal=TERM@120 reaches the training process before the limit.
+
+    A 4-minute limit puts the signal 90 to 30 s after the start (SLURM sends it up to 60 s
+    early); 300 epochs of this tiny cell take far longer.
+    """
+    write_config(
+        tmp_path,
+        architectures=["Regular_Conv_With_BN"],
+        data={"synthetic": {"train_samples": 1500}},
+        training={"epochs": 300},
+    )
+    train = "results/Regular_Conv_With_BN/HeUni/seed0/train"
+    result, log, submitted = run_on_slurm(
+        tmp_path, f"{train}/history.parquet", train={"runtime": 4}
+    )
+    assert result.returncode != 0
+    ((slurm_id, _),) = [(i, path) for i, path in submitted.values() if "/rule_train/" in path]
+    state, shown = slurm_state(slurm_id)
+    assert state == "FAILED", shown  # ended by the training script, not by the time limit
+    train_log = (tmp_path / train / "train.log").read_text()
+    saved = re.search(r"stopped by SIGTERM: the state after epoch (\d+) of 300", train_log)
+    assert saved, train_log[-3000:]
+    progress = tmp_path / "state/Regular_Conv_With_BN/HeUni/seed0/progress.json"
+    assert yaml.safe_load(progress.read_text())["epochs_completed"] == int(saved.group(1)) >= 1
