@@ -643,13 +643,14 @@ def bench_stages(args, rows: Rows, workdir: Path) -> dict:
         if path.exists():
             bench = read_benchmark_tsv(path)
             wall_s, source = bench["s"], "benchmark tsv s"
-            rows.add(
-                "memory",
-                f"stage.{stage}.max_rss",
-                bench["max_rss"],
-                "MB",
-                detail="snakemake benchmark max_rss (sampled: jobs under ~1 s read low)",
-            )
+            if bench["max_rss"] > 0:  # 0 or NA: the job ended before the first sample
+                rows.add(
+                    "memory",
+                    f"stage.{stage}.max_rss",
+                    bench["max_rss"],
+                    "MB",
+                    detail="snakemake benchmark max_rss (sampled: jobs under ~1 s read low)",
+                )
         elif stage in job_times:
             wall_s, source = job_times[stage], "no benchmark file: .snakemake metadata end-start"
         else:
