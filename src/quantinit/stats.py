@@ -61,32 +61,35 @@ def channel_ranges(x, channel_axis: int) -> np.ndarray:
     return hi - lo
 
 
-def average_channel_precision(x, channel_axis: int) -> float:
-    """The paper's Eq. 2: mean over the K channels of range_i / range_tensor.
+def precision_from_channel_extremes(channel_min, channel_max) -> float:
+    """The paper's Eq. 2 from per-channel minima and maxima: mean over the K channels of
+    range_i / range_tensor, where range_tensor = max(channel_max) - min(channel_min).
 
-    range_tensor is max - min over the whole tensor, so each ratio lies in [0, 1]. A constant
-    tensor (range_tensor == 0) has no defined precision: nan.
+    Each ratio lies in [0, 1]. A constant tensor (range_tensor == 0) has no defined
+    precision: nan.
     """
-    lo, hi = tensor_range(x)
+    channel_min, channel_max = np.asarray(channel_min), np.asarray(channel_max)
+    lo, hi = float(channel_min.min()), float(channel_max.max())
     if hi == lo:
         return float("nan")
-    return float(np.mean(channel_ranges(x, channel_axis) / (hi - lo)))
+    return float(np.mean((channel_max - channel_min) / (hi - lo)))
+
+
+def average_channel_precision(x, channel_axis: int) -> float:
+    """The paper's Eq. 2 of tensor x with channels along `channel_axis`."""
+    return precision_from_channel_extremes(*channel_min_max(x, channel_axis))
 
 
 def clipped_channel_precision(channel_min, channel_max, lo: float, hi: float) -> float:
     """Eq. 2 of a tensor clipped to [lo, hi], from its unclipped per-channel minima and maxima.
 
-    Clipping is monotone, so a clipped channel's range is clip(max_c) - clip(min_c) and the
-    clipped tensor's range is max_c clip(max_c) - min_c clip(min_c): this equals
-    average_channel_precision(np.clip(x, lo, hi), axis) without building the clipped tensor.
-    NaN when the clipped tensor is constant.
+    Clipping is monotone, so a clipped channel's extremes are the clipped extremes: this
+    equals average_channel_precision(np.clip(x, lo, hi), axis) without building the clipped
+    tensor.
     """
-    clipped_min = np.clip(np.asarray(channel_min), lo, hi)
-    clipped_max = np.clip(np.asarray(channel_max), lo, hi)
-    tensor_lo, tensor_hi = float(clipped_min.min()), float(clipped_max.max())
-    if tensor_hi == tensor_lo:
-        return float("nan")
-    return float(np.mean((clipped_max - clipped_min) / (tensor_hi - tensor_lo)))
+    return precision_from_channel_extremes(
+        np.clip(np.asarray(channel_min), lo, hi), np.clip(np.asarray(channel_max), lo, hi)
+    )
 
 
 def clipped_activation_stats(x, percentile: float, channel_axis: int = -1) -> dict:
