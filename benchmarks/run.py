@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import json
 import os
 import platform
@@ -199,7 +200,7 @@ def _training_settings(epochs: int) -> dict:
     return training
 
 
-def _build_core(spec: dict):
+def _build_core(spec: dict, dtype_policy: str = "float32"):
     from quantinit.models import build_model
 
     return build_model(
@@ -208,6 +209,7 @@ def _build_core(spec: dict):
         spec["seed"],
         width_multiplier=spec["width"],
         bn_momentum=0.9 if spec["width"] < 1 else 0.99,
+        dtype_policy=dtype_policy,
     )
 
 
@@ -283,7 +285,7 @@ def worker_train_project(spec: dict) -> dict:
 
     started = time.monotonic()
     result = train_cell(
-        lambda: _build_core(spec),
+        functools.partial(_build_core, spec),
         data.x_train,
         data.y_train,
         data.x_test,

@@ -45,6 +45,7 @@ def test_default_config_is_the_48_cell_study(tmp_path):
         ({"data": {"source": "imagenet"}}, ["imagenet", "image_folder", "synthetic"]),
         ({"initializer_settings": {"RandUni_Large": {"limt": 1}}}, ["limt"]),
         ({"calibration": {"percentile": 60}}, ["60", "percentile"]),
+        ({"training": {"precision": "float16"}}, ["float16", "mixed_float16", "mixed_bfloat16"]),
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, override, expected):
@@ -62,6 +63,40 @@ def test_analyze_epochs_after_the_last_epoch_is_an_error(tmp_path):
     assert result.returncode != 0
     message = result.stdout + result.stderr
     assert "analyze_epochs" in message and "training.epochs = 5" in message
+
+
+def test_xla_with_op_determinism_is_an_error(tmp_path):
+    result = dry_run(tmp_path, {"training": {"jit_compile": True}})
+    assert result.returncode != 0
+    message = result.stdout + result.stderr
+    assert "training.jit_compile: true needs training.deterministic: false" in message
+    assert (
+        dry_run(tmp_path, {"training": {"jit_compile": True, "deterministic": False}}).returncode
+        == 0
+    )
+
+
+def job_resources(stdout: str) -> dict[str, set[str]]:
+    """rule name -> the distinct `resources:` lines of its planned jobs in a dry run."""
+    resources, rule = {}, None
+    for line in stdout.splitlines():
+        if line.startswith(("rule ", "localrule ")):
+            rule = line.split()[1].rstrip(":")
+        elif line.strip().startswith("resources:") and rule:
+            resources.setdefault(rule, set()).add(line.strip())
+    return resources
+
+
+def test_gpu_resources_reach_the_jobs(tmp_path):
+    """Train jobs carry resources.train.gpu, TensorFlow analysis jobs resources.analysis.gpu:
+    what --resources gpu=N caps locally and what the SLURM profile turns into --gpus."""
+    override = {"resources": {"train": {"gpu": 1}, "analysis": {"gpu": 0}}}
+    result = dry_run(tmp_path, override)
+    resources = job_resources(result.stdout + result.stderr)
+    assert all("gpu=1" in line for line in resources["train"])
+    for rule in ("fold_bn", "calibrate", "quantize", "evaluate", "quant_sensitivity"):
+        assert all("gpu=0" in line for line in resources[rule]), rule
+    assert not any("gpu" in line for line in resources["layerwise"])
 
 
 def test_defaults_fill_omitted_keys(tmp_path):

@@ -86,8 +86,9 @@ def separable_images(n, seed):
 
 
 def run(
-    state_dir, epochs, arch="Regular_Conv_With_BN", init="HeUni", fingerprint="f", build=None, **cfg
-):
+    state_dir, epochs, arch="Regular_Conv_With_BN", init="HeUni", fingerprint="f", build=None,
+    dynamics=None, **cfg,
+):  # fmt: skip
     x, y = separable_images(320, seed=0)
     build = build or functools.partial(
         build_model, arch, init, 0, width_multiplier=0.25, bn_momentum=0.9
@@ -95,7 +96,7 @@ def run(
     return train_cell(
         build, x, y, x[:64], y[:64], training_config(epochs=epochs, **cfg), seed=0,
         state_dir=state_dir, run_fingerprint=fingerprint, analyze_epochs=[1, 2, 3],
-        log=lambda message: None,
+        log=lambda message: None, dynamics=dynamics,
     )  # fmt: skip
 
 
@@ -139,8 +140,10 @@ def test_non_finite_weights_with_a_finite_loss_are_divergence(tmp_path):
     """Seen in the quick preset (Regular_Conv_No_BN, RandNorm_Med): NaN conv kernels feed
     ReLU, the network outputs uniform scores and the loss stays at ln 10."""
 
-    def build_with_nan_kernel():
-        model = build_model("Regular_Conv_No_BN", "HeUni", 0, width_multiplier=0.25)
+    def build_with_nan_kernel(dtype_policy):
+        model = build_model(
+            "Regular_Conv_No_BN", "HeUni", 0, width_multiplier=0.25, dtype_policy=dtype_policy
+        )
         layer = model.get_layer("block1_conv")
         kernel, bias = layer.get_weights()
         layer.set_weights([np.full_like(kernel, np.nan), bias])
@@ -151,3 +154,109 @@ def test_non_finite_weights_with_a_finite_loss_are_divergence(tmp_path):
     assert result["status"] == STATUS_DIVERGED
     assert len(result["history"]) == 1
     assert "non-finite weights after epoch 1" in result["reason"]
+
+
+def kernel_probe(core):
+    """A dynamics recorder that reports the policy and a weight sum of the model it gets."""
+    layer = core.get_layer("block1_conv")
+
+    def record(epoch):
+        return [
+            {
+                "epoch": epoch,
+                "policy": layer.dtype_policy.name,
+                "kernel_sum": float(np.sum(layer.get_weights()[0], dtype=np.float64)),
+            }
+        ]
+
+    return record
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_trains_in_16_bits_and_analyses_in_float32(tmp_path, precision):
+    import keras
+
+    result = run(tmp_path, epochs=2, precision=precision, dynamics=kernel_probe)
+    assert result["status"] == STATUS_OK, result["reason"]
+    core = keras.models.load_model(tmp_path / "epoch2.keras")
+    assert core.get_layer("block1_conv").dtype_policy.name == precision
+    assert core.get_layer("softmax").dtype_policy.name == "float32"
+    scaled = isinstance(core.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert scaled == (precision == "mixed_float16")
+
+    snapshot = keras.models.load_model(tmp_path / "snapshots" / "epoch2.keras")
+    assert {layer.dtype_policy.name for layer in snapshot.layers[1:]} == {"float32"}
+    for a, b in zip(snapshot.get_weights(), core.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # dynamics ran on the float32 copy, synchronised with the trained weights
+    last = result["dynamics"][-1]
+    assert last["epoch"] == 2 and last["policy"] == "float32"
+    expected = np.sum(core.get_layer("block1_conv").get_weights()[0], dtype=np.float64)
+    assert last["kernel_sum"] == pytest.approx(float(expected), rel=1e-12)
+
+    # the same weights: 16-bit compute differs from float32, but only by rounding
+    images, _ = separable_images(64, seed=1)
+    low = core.predict(images, verbose=0)
+    full = snapshot.predict(images, verbose=0)
+    assert low.dtype == np.float32
+    assert 0 < np.abs(low - full).max() < 0.05
+
+
+@pytest.mark.slow
+def test_mixed_float16_resume_is_bit_identical(tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    result = run(straight, epochs=2, precision="mixed_float16")
+    run(resumed, epochs=1, precision="mixed_float16")
+    result_resumed = run(resumed, epochs=2, precision="mixed_float16")
+    assert [r["loss"] for r in result_resumed["history"]] == [r["loss"] for r in result["history"]]
+    for a, b in zip(snapshot_weights(straight, 2), snapshot_weights(resumed, 2), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_augmenting_before_fit_equals_augmentation_layers_in_the_model(tmp_path):
+    """train_cell augments each epoch outside the model (so XLA can compile the step);
+    the same training with the augmentation layers as the model's first layers, as a
+    bare Keras user would write it, ends with bit-identical weights."""
+    import keras
+
+    from quantinit.training import make_augmentation, reset_augmentation_state
+
+    config = training_config(epochs=1)
+    run(tmp_path, epochs=1)
+    x, y = separable_images(320, seed=0)
+    keras.utils.set_random_seed(0)
+    augmentation = make_augmentation(config["augmentation"], seed=0)
+    core = build_model("Regular_Conv_With_BN", "HeUni", 0, width_multiplier=0.25, bn_momentum=0.9)
+    bare = keras.Sequential([augmentation, core])
+    bare.build((None, 32, 32, 3))
+    schedule = make_lr_schedule(0.01, [1], 0.1, steps_per_epoch=10)
+    bare.compile(keras.optimizers.SGD(schedule, momentum=0.9), "sparse_categorical_crossentropy")
+    reset_augmentation_state(augmentation, seed=0, epoch=0)
+    order = epoch_order(len(x), seed=0, epoch=0)
+    bare.fit(x[order], y[order], batch_size=32, epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(snapshot_weights(tmp_path, 1), core.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_xla_needs_op_determinism_off(tmp_path):
+    with pytest.raises(ValueError, match="jit_compile: true needs training.deterministic: false"):
+        run(tmp_path, epochs=1, jit_compile=True)
+    assert not (tmp_path / "progress.json").exists()
+
+
+@pytest.mark.slow
+def test_xla_training_is_compiled_reproducible_and_resumable(tmp_path):
+    import keras
+
+    xla = dict(jit_compile=True, deterministic=False)
+    first, second = tmp_path / "first", tmp_path / "second"
+    result = run(first, epochs=2, **xla)
+    assert result["status"] == STATUS_OK, result["reason"]
+    assert keras.models.load_model(first / "epoch2.keras").jit_compile is True
+    run(second, epochs=1, **xla)
+    resumed = run(second, epochs=2, **xla)
+    assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in result["history"]]
+    for a, b in zip(snapshot_weights(first, 2), snapshot_weights(second, 2), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -103,12 +103,16 @@ def build_model(
     width_multiplier: float = 1.0,
     bn_momentum: float = 0.99,
     bn_epsilon: float = 1e-3,
+    dtype_policy: str = "float32",
 ):
     """Build one cell's Keras model: uint8-range images in, class probabilities out.
 
     `init_name` initializes every conv kernel but the first (depthwise and pointwise
     included); conv1 and the dense layers always use Glorot Uniform. Each layer's
     initializer is seeded with seed * 1000 + its order, so layers differ and cells repeat.
+    `dtype_policy` (a Keras dtype policy name, e.g. "mixed_float16") applies to every layer
+    but the softmax, which stays float32 as mixed-precision training needs; the variables
+    are float32 under every policy, so weights move between policies unchanged.
     """
     import keras
 
@@ -116,15 +120,15 @@ def build_model(
 
     plan = layer_plan(arch, first_conv, tuple(map(tuple, stages)), tuple(dense), width_multiplier)
     inputs = keras.Input(shape=INPUT_SHAPE, name="image")
-    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale", dtype=dtype_policy)(inputs)
     order = 0
     for spec in plan:
         kind = spec["kind"]
         if kind == "pool":
-            x = keras.layers.MaxPooling2D(2, name=spec["name"])(x)
+            x = keras.layers.MaxPooling2D(2, name=spec["name"], dtype=dtype_policy)(x)
             continue
         if kind == "flatten":
-            x = keras.layers.Flatten(name="flatten")(x)
+            x = keras.layers.Flatten(name="flatten", dtype=dtype_policy)(x)
             continue
         layer_seed = seed * 1000 + order
         order += 1
@@ -134,9 +138,10 @@ def build_model(
                 kernel_initializer=keras.initializers.GlorotUniform(seed=layer_seed),
                 bias_initializer="zeros",
                 name=spec["name"],
+                dtype=dtype_policy,
             )(x)
             if spec["relu"]:
-                x = keras.layers.ReLU(name=spec["relu"])(x)
+                x = keras.layers.ReLU(name=spec["relu"], dtype=dtype_policy)(x)
             continue
         init = (
             make_initializer(init_name, layer_seed, init_settings)
@@ -152,6 +157,7 @@ def build_model(
                 depthwise_initializer=init,
                 bias_initializer="zeros",
                 name=spec["name"],
+                dtype=dtype_policy,
             )(x)
         else:
             x = keras.layers.Conv2D(
@@ -162,13 +168,14 @@ def build_model(
                 kernel_initializer=init,
                 bias_initializer="zeros",
                 name=spec["name"],
+                dtype=dtype_policy,
             )(x)
         if spec["bn"]:
             x = keras.layers.BatchNormalization(
-                momentum=bn_momentum, epsilon=bn_epsilon, name=spec["bn"]
+                momentum=bn_momentum, epsilon=bn_epsilon, name=spec["bn"], dtype=dtype_policy
             )(x)
-        x = keras.layers.ReLU(name=spec["relu"])(x)
-    outputs = keras.layers.Softmax(name="softmax")(x)
+        x = keras.layers.ReLU(name=spec["relu"], dtype=dtype_policy)(x)
+    outputs = keras.layers.Softmax(name="softmax", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=f"{arch}_{init_name}")
 
 

@@ -7,7 +7,7 @@ epoch k and resumed from its saved state continues exactly as if it had never st
 
 The resumable state lives in a per-cell folder that is not a Snakemake output:
     <state_dir>/progress.json         epochs done, history, fingerprint (commit point)
-    <state_dir>/epoch<k>.keras        training model with optimizer state after epoch k
+    <state_dir>/epoch<k>.keras        the model with its optimizer state after epoch k
     <state_dir>/snapshots/epoch<E>.keras   inference model at each analysed epoch E
 
 Preemption: SIGTERM (what SLURM sends before its time limit) stops training at the next
@@ -120,6 +120,34 @@ def make_augmentation(augmentation: dict, seed: int):
     return keras.Sequential(layers, name="augmentation")
 
 
+def make_augmenter(augmentation, image_shape, batch_size: int):
+    """A function that passes an epoch's images through `augmentation`, batch by batch.
+
+    Training augments each epoch before `fit` rather than with the augmentation layers as
+    the model's first layers: the batches are bit-identical (same layers, same random
+    state, same batch boundaries), and the compiled training step can then use XLA, which
+    Keras' random translation, zoom and rotation layers do not support.
+    """
+    import tensorflow as tf
+
+    if not augmentation.layers:
+        return lambda images: np.asarray(images, dtype=np.float32)
+    augmentation.build((None, *image_shape))
+    signature = tf.TensorSpec((None, *image_shape), tf.float32)
+    augment_batch = tf.function(
+        lambda batch: augmentation(batch, training=True), input_signature=[signature]
+    )
+
+    def augment(images):
+        batches = [
+            augment_batch(np.asarray(images[start : start + batch_size], dtype=np.float32))
+            for start in range(0, len(images), batch_size)
+        ]
+        return np.concatenate([batch.numpy() for batch in batches])
+
+    return augment
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """A 31-bit seed that is a function of (seed, epoch) only."""
     digest = hashlib.sha256(f"{seed}:{epoch}".encode()).digest()
@@ -212,7 +240,7 @@ class _DivergenceMonitor:
 
 
 def train_cell(
-    build_core: Callable[[], object],
+    build_core: Callable[..., object],
     x_train: np.ndarray,
     y_train: np.ndarray,
     x_test: np.ndarray,
@@ -227,14 +255,17 @@ def train_cell(
 ) -> dict:
     """Train (or resume training) one cell; return its status record.
 
-    `training` is the config's training section. Keeps resumable state in `state_dir`
-    and inference snapshots at `analyze_epochs` in `state_dir/snapshots`. A non-finite
-    loss ends training at once, non-finite weights at the end of the epoch (NaN kernels
-    followed by ReLU can give finite, uniform outputs): status diverged; the last finite
-    state is kept as snapshots/last.keras. `dynamics(core_model)`, if given, returns a
-    callable that maps an epoch number to per-layer statistic rows; they are recorded at
-    initialization (epoch 0) and after every epoch, with their cost in the history's
-    dynamics_seconds.
+    `build_core(dtype_policy=...)` builds the cell's model. `training` is the config's
+    training section; its `precision` is the Keras dtype policy of training. Dynamics and
+    snapshots always come from a float32 copy of the weights (variables are float32 under
+    every policy), so the analysis of a mixed-precision run is computed as for float32.
+    Keeps resumable state in `state_dir` and inference snapshots at `analyze_epochs` in
+    `state_dir/snapshots`. A non-finite loss ends training at once, non-finite weights at
+    the end of the epoch (NaN kernels followed by ReLU can give finite, uniform outputs):
+    status diverged; the last finite state is kept as snapshots/last.keras.
+    `dynamics(core_model)`, if given, returns a callable that maps an epoch number to
+    per-layer statistic rows; they are recorded at initialization (epoch 0) and after every
+    epoch, with their cost in the history's dynamics_seconds.
     Returns {"status", "reason", "epochs_completed", "history", "dynamics", ...}.
     """
     import keras
@@ -245,11 +276,23 @@ def train_cell(
     progress_path = state_dir / "progress.json"
     epochs = training["epochs"]
     batch_size = training["batch_size"]
+    precision = training.get("precision", "float32")
     steps_per_epoch = math.ceil(len(x_train) / batch_size)
 
+    deterministic = training.get("deterministic", True)
+    jit_compile = training.get("jit_compile", False)
+    if jit_compile and deterministic:
+        raise ValueError(
+            "training.jit_compile: true needs training.deterministic: false "
+            "(Keras does not compile with XLA under TensorFlow's op determinism)"
+        )
     keras.utils.set_random_seed(seed)
-    if training.get("deterministic", True):
+    if deterministic:
         tf.config.experimental.enable_op_determinism()
+    else:
+        from tensorflow.python.framework import config as tf_config  # no public switch-off
+
+        tf_config.disable_op_determinism()
 
     progress = None
     if progress_path.exists():
@@ -265,33 +308,44 @@ def train_cell(
         start_epoch = progress["epochs_completed"]
         history = progress["history"]
         dynamics_rows = progress["dynamics"]
-        model = keras.models.load_model(state_dir / progress["model_file"])
+        core = keras.models.load_model(state_dir / progress["model_file"])
         log(f"resuming from {progress['model_file']} after epoch {start_epoch} of {epochs}")
     else:
         start_epoch, history, dynamics_rows = 0, [], []
-        core = build_core()
-        augmentation = make_augmentation(training["augmentation"], seed)
-        model = keras.Sequential([augmentation, core], name="training_model")
-        model.build((None, *x_train.shape[1:]))
-        model.compile(
-            optimizer=keras.optimizers.SGD(
-                learning_rate=make_lr_schedule(
-                    training["learning_rate"],
-                    training["lr_boundaries"],
-                    training["lr_factor"],
-                    steps_per_epoch,
-                ),
-                momentum=training["momentum"],
+        core = build_core(dtype_policy=precision)
+        optimizer = keras.optimizers.SGD(
+            learning_rate=make_lr_schedule(
+                training["learning_rate"],
+                training["lr_boundaries"],
+                training["lr_factor"],
+                steps_per_epoch,
             ),
+            momentum=training["momentum"],
+        )
+        if precision == "mixed_float16":  # float16 gradients underflow without loss scaling
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        core.compile(
+            optimizer=optimizer,
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
+            jit_compile=jit_compile,
         )
         log(
             f"starting training: {epochs} epochs, {len(x_train)} images, "
             f"{steps_per_epoch} steps per epoch"
         )
-    augmentation, core = model.layers
-    record_dynamics = dynamics(core) if dynamics else None
+    if core.jit_compile != jit_compile:
+        raise RuntimeError(f"Keras did not honour jit_compile={jit_compile} for {core.name}")
+    augmentation = make_augmentation(training["augmentation"], seed)
+    augment = make_augmenter(augmentation, x_train.shape[1:], batch_size)
+    float32_core = core if precision == "float32" else build_core(dtype_policy="float32")
+
+    def float32_weights_of(trained):
+        if float32_core is not trained:
+            float32_core.set_weights(trained.get_weights())
+        return float32_core
+
+    record_dynamics = dynamics(float32_core) if dynamics else None
     if record_dynamics and start_epoch == 0:
         dynamics_rows = record_dynamics(0)
 
@@ -306,8 +360,8 @@ def train_cell(
             order = epoch_order(len(x_train), seed, epoch)
             monitor = _DivergenceMonitor.create(termination)
             started = time.monotonic()
-            fit = model.fit(
-                x_train[order],
+            fit = core.fit(
+                augment(x_train[order]),
                 y_train[order],
                 batch_size=batch_size,
                 epochs=epoch + 1,
@@ -355,14 +409,16 @@ def train_cell(
             row["seconds"] = time.monotonic() - started
             if record_dynamics:
                 dynamics_started = time.monotonic()
+                float32_weights_of(core)
                 dynamics_rows += record_dynamics(epoch + 1)
                 row["dynamics_seconds"] = time.monotonic() - dynamics_started
             history.append(row)
 
             if epoch + 1 in analyze_epochs:
-                _save_keras_atomic(core, snapshot_dir / f"epoch{epoch + 1}.keras")
+                snapshot = snapshot_dir / f"epoch{epoch + 1}.keras"
+                _save_keras_atomic(float32_weights_of(core), snapshot)
             model_file = f"epoch{epoch + 1}.keras"
-            _save_keras_atomic(model, state_dir / model_file)
+            _save_keras_atomic(core, state_dir / model_file)
             write_json(
                 {
                     "fingerprint": run_fingerprint,
@@ -388,10 +444,10 @@ def train_cell(
         # The weights are now non-finite; keep the last finite state for later stages.
         saved = sorted(state_dir.glob("epoch*.keras"))
         if saved:
-            last_model = keras.models.load_model(saved[-1])
-            _save_keras_atomic(last_model.layers[1], snapshot_dir / "last.keras")
+            last_core = keras.models.load_model(saved[-1])
         else:
-            _save_keras_atomic(core, snapshot_dir / "last.keras")
+            last_core = core
+        _save_keras_atomic(float32_weights_of(last_core), snapshot_dir / "last.keras")
     status, reason = classify_outcome(
         history, diverged, training.get("not_learning_margin", 0.02), num_classes=10
     )

@@ -15,6 +15,7 @@ rule fold_bn:
     resources:
         mem_mb=analysis_resource("mem_mb"),
         runtime=analysis_resource("runtime"),
+        gpu=analysis_resource("gpu"),
     script:
         "../scripts/fold_bn.py"
 
@@ -37,6 +38,7 @@ rule calibrate:
     resources:
         mem_mb=analysis_resource("mem_mb"),
         runtime=analysis_resource("runtime"),
+        gpu=analysis_resource("gpu"),
     params:
         calibration=config["calibration"],
         bits=config["quantization"]["bits"],
@@ -64,6 +66,7 @@ rule quantize:
     resources:
         mem_mb=analysis_resource("mem_mb"),
         runtime=analysis_resource("runtime"),
+        gpu=analysis_resource("gpu"),
     params:
         quantization=config["quantization"],
         calibration=config["calibration"],
@@ -92,6 +95,7 @@ rule evaluate:
     resources:
         mem_mb=analysis_resource("mem_mb"),
         runtime=analysis_resource("runtime"),
+        gpu=analysis_resource("gpu"),
     params:
         quantization=config["quantization"],
         evaluation=config["evaluation"],
@@ -142,6 +146,7 @@ rule quant_sensitivity:
     resources:
         mem_mb=analysis_resource("mem_mb"),
         runtime=analysis_resource("runtime"),
+        gpu=analysis_resource("gpu"),
     params:
         quantization=config["quantization"],
         num_images=config["sensitivity"]["num_images"],

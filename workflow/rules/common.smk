@@ -48,6 +48,11 @@ if ANALYZE_EPOCHS[-1] > EPOCHS:
         f"config: training.analyze_epochs {ANALYZE_EPOCHS} lists epochs after the last "
         f"training epoch (training.epochs = {EPOCHS})"
     )
+if config["training"]["jit_compile"] and config["training"]["deterministic"]:
+    raise ValueError(
+        "config: training.jit_compile: true needs training.deterministic: false "
+        "(Keras does not compile with XLA under TensorFlow's op determinism)"
+    )
 
 CELL = f"{RESULTS}/{{arch}}/{{init}}/seed{{seed}}"
 TRAIN_DIR = f"{CELL}/train"

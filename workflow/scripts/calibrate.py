@@ -21,6 +21,9 @@ if cell["status"] == "diverged":
     print("cell diverged in training: no calibration, rows carry the status")
     table = placeholder_rows(kinds.items(), "tensor")
 else:
+    from quantinit.runtime import configure_tensorflow
+
+    configure_tensorflow(snakemake.threads, use_gpu=snakemake.resources.gpu > 0)
     import keras
 
     from quantinit.analysis import capture

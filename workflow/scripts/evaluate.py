@@ -15,6 +15,9 @@ if cell["status"] == "diverged":
     print("cell diverged in training: metrics left empty")
     row = {}
 else:
+    from quantinit.runtime import configure_tensorflow
+
+    configure_tensorflow(snakemake.threads, use_gpu=snakemake.resources.gpu > 0)
     import keras
 
     from quantinit.analysis import build_quantized_model

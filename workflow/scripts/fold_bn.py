@@ -7,6 +7,10 @@ from quantinit.tables import save_weights
 
 redirect_output_to_log(snakemake.log[0])
 
+from quantinit.runtime import configure_tensorflow  # noqa: E402
+
+configure_tensorflow(snakemake.threads, use_gpu=snakemake.resources.gpu > 0)
+
 import keras  # noqa: E402 - after the redirect, so TensorFlow's messages reach the log
 
 from quantinit.analysis import fold_model, kernel_layers  # noqa: E402

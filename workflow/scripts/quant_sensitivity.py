@@ -15,6 +15,9 @@ if cell["status"] == "diverged":
     sensitivity = errors.copy()
     summary = {"most_sensitive": [], "num_images": 0}
 else:
+    from quantinit.runtime import configure_tensorflow
+
+    configure_tensorflow(snakemake.threads, use_gpu=snakemake.resources.gpu > 0)
     import keras
 
     from quantinit.data import load_dataset

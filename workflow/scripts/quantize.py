@@ -25,6 +25,9 @@ else:
     print(f"scheme {scheme}: {len(table)} quantized tensors")
     tflite_model = b""
     if snakemake.params.tflite:
+        from quantinit.runtime import configure_tensorflow
+
+        configure_tensorflow(snakemake.threads, use_gpu=snakemake.resources.gpu > 0)
         import keras
 
         from quantinit.data import load_dataset

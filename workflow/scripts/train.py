@@ -12,12 +12,11 @@ from quantinit.training import TrainingTerminated, fingerprint, train_cell
 
 redirect_output_to_log(snakemake.log[0])
 
-import tensorflow as tf  # noqa: E402 - after the redirect, so its messages reach the log
-
 from quantinit.models import build_model  # noqa: E402
+from quantinit.runtime import configure_tensorflow  # noqa: E402
 
-tf.config.threading.set_intra_op_parallelism_threads(snakemake.threads)
-tf.config.threading.set_inter_op_parallelism_threads(min(2, snakemake.threads))
+# after the redirect, so TensorFlow's messages reach the log
+configure_tensorflow(snakemake.threads, use_gpu=snakemake.resources.gpu > 0)
 
 arch, init, seed = snakemake.wildcards.arch, snakemake.wildcards.init, int(snakemake.wildcards.seed)
 model_config, training = snakemake.params.model, snakemake.params.training
