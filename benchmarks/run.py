@@ -276,6 +276,7 @@ def worker_train_project(spec: dict) -> dict:
     _threads(spec)
     data = _synthetic(spec)
     training = _training_settings(spec["epochs"])
+    training.update(spec.get("training_overrides", {}))
     probe_size = min(256, len(data.x_train))
     probe = data.x_train[calibration_indices(len(data.x_train), probe_size, spec["seed"] + 1)]
     stamps: list[tuple[float, str]] = []
@@ -396,9 +397,18 @@ WORKERS = {
 # --------------------------------------------------------------------------- 1. training
 
 
+# GPU switches of the training config, as config keys (XLA needs op determinism off)
+SWITCHES = {
+    "mixed_float16": {"precision": "mixed_float16"},
+    "mixed_bfloat16": {"precision": "mixed_bfloat16"},
+    "xla": {"jit_compile": True, "deterministic": False},
+}
+
+
 def bench_training(args, rows: Rows, scratch: Path) -> None:
     archs = args.archs
     widths = args.widths
+    float32_ips = {}
     for width in widths:
         for arch in archs:
             spec = {
@@ -418,6 +428,7 @@ def bench_training(args, rows: Rows, scratch: Path) -> None:
             key = f"{arch}.w{width:g}"
             bare_ips = n / bare["warm_epoch_s"]
             project_ips = n / project["warm_epoch_total_s"]
+            float32_ips[key] = project_ips
             ratio = project_ips / bare_ips
             rows.add(
                 "training",
@@ -486,6 +497,36 @@ def bench_training(args, rows: Rows, scratch: Path) -> None:
                 f"(ratio {ratio:.3f}); dynamics {project['warm_dynamics_s']:.2f} s, "
                 f"checkpoint etc. {rest:.2f} s per epoch"
             )
+    bench_switches(args, rows, scratch, float32_ips)
+
+
+def bench_switches(args, rows: Rows, scratch: Path, float32_ips: dict) -> None:
+    """train_cell with each GPU switch against the float32 default, first arch and width."""
+    arch, width = args.archs[0], args.widths[0]
+    key = f"{arch}.w{width:g}"
+    for name in args.switches:
+        spec = {
+            "arch": arch,
+            "init": "HeUni",
+            "seed": 0,
+            "width": width,
+            "data": synthetic_file(scratch, args.train_images, max(10, args.train_images // 5)),
+            "epochs": args.train_epochs,
+            "threads": args.threads,
+            "training_overrides": SWITCHES[name],
+        }
+        log(f"training: train_cell with {name} ({SWITCHES[name]}), {arch} width {width}")
+        result = run_worker("train_project", spec)
+        ips = args.train_images / result["warm_epoch_total_s"]
+        rows.add(
+            "training",
+            f"{key}.train_cell.{name}",
+            ips,
+            "images/s",
+            ratio=ips / float32_ips[key],
+            detail=f"training config {SWITCHES[name]}; ratio = / float32 train_cell",
+        )
+        log(f"  {ips:.0f} img/s, {ips / float32_ips[key]:.2f} x float32")
 
 
 # --------------------------------------------------------------------------- 2. stages
@@ -898,6 +939,12 @@ def parse_args(argv=None):
         default=0,
         help="TensorFlow intra-op threads in workers (0 = TF default)",
     )
+    parser.add_argument(
+        "--switches",
+        nargs="*",
+        choices=list(SWITCHES),
+        help="training switches measured against float32 (default: all; smoke: xla)",
+    )
     parser.add_argument("--cell-arch", default="DWS_Conv_With_BN", choices=ARCHITECTURES)
     parser.add_argument("--cell-init", default="HeUni")
     parser.add_argument("--cell-train", type=int)
@@ -925,6 +972,7 @@ def parse_args(argv=None):
         "eval_images": 500 if smoke else 10000,
         "eval_batches": [128] if smoke else [128, 500],
         "repeats": 1 if smoke else 3,
+        "switches": ["xla"] if smoke else list(SWITCHES),
     }
     for key, value in defaults.items():
         if getattr(args, key) is None:

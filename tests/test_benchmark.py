@@ -62,3 +62,6 @@ def test_smoke_benchmark_reports_every_group(tmp_path):
 
     assert "noop_rerun_one_cell" in set(rows.name)
     assert "dry_run_144_cells" in set(rows.name)
+    # smoke mode measures one GPU switch (XLA) against float32, so the switch path runs in CI
+    xla = rows[rows.name.str.endswith(".train_cell.xla")]
+    assert len(xla) == 1 and xla.ratio.notna().all()
