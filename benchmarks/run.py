@@ -417,21 +417,27 @@ SWITCHES = {
 }
 
 
+def training_spec(args, scratch: Path, arch: str, width: float, **extra) -> dict:
+    """A training worker's spec: one HeUni cell on the synthetic training set."""
+    return {
+        "arch": arch,
+        "init": "HeUni",
+        "seed": 0,
+        "width": width,
+        "data": synthetic_file(scratch, args.train_images, max(10, args.train_images // 5)),
+        "epochs": args.train_epochs,
+        "threads": args.threads,
+        **extra,
+    }
+
+
 def bench_training(args, rows: Rows, scratch: Path) -> None:
     archs = args.archs
     widths = args.widths
     float32_ips = {}
     for width in widths:
         for arch in archs:
-            spec = {
-                "arch": arch,
-                "init": "HeUni",
-                "seed": 0,
-                "width": width,
-                "data": synthetic_file(scratch, args.train_images, max(10, args.train_images // 5)),
-                "epochs": args.train_epochs,
-                "threads": args.threads,
-            }
+            spec = training_spec(args, scratch, arch, width)
             log(
                 f"training: train_cell, then a bare keras fit, {arch} width {width} "
                 f"({args.train_images} images)"
@@ -534,16 +540,7 @@ def bench_switches(args, rows: Rows, scratch: Path, float32_ips: dict) -> None:
     arch, width = args.archs[0], args.widths[0]
     key = f"{arch}.w{width:g}"
     for name in args.switches:
-        spec = {
-            "arch": arch,
-            "init": "HeUni",
-            "seed": 0,
-            "width": width,
-            "data": synthetic_file(scratch, args.train_images, max(10, args.train_images // 5)),
-            "epochs": args.train_epochs,
-            "threads": args.threads,
-            "training_overrides": SWITCHES[name],
-        }
+        spec = training_spec(args, scratch, arch, width, training_overrides=SWITCHES[name])
         log(f"training: train_cell with {name} ({SWITCHES[name]}), {arch} width {width}")
         result = run_worker("train_project", spec)
         ips = args.train_images / result["warm_epoch_total_s"]
