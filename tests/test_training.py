@@ -106,6 +106,14 @@ def snapshot_weights(state_dir, epoch):
     return keras.models.load_model(state_dir / "snapshots" / f"epoch{epoch}.keras").get_weights()
 
 
+def assert_same_training(result, state_dir, other_result, other_state_dir, epoch):
+    """Equal per-epoch losses and bit-identical snapshot weights at `epoch`."""
+    assert [r["loss"] for r in other_result["history"]] == [r["loss"] for r in result["history"]]
+    weights = snapshot_weights(state_dir, epoch), snapshot_weights(other_state_dir, epoch)
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.slow
 def test_resumed_training_is_bit_identical_to_uninterrupted(tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
@@ -115,9 +123,7 @@ def test_resumed_training_is_bit_identical_to_uninterrupted(tmp_path):
     assert progress["epochs_completed"] == 1
     result_resumed = run(resumed, epochs=3)
     assert [r["epoch"] for r in result_resumed["history"]] == [1, 2, 3]
-    assert [r["loss"] for r in result_resumed["history"]] == [r["loss"] for r in result["history"]]
-    for a, b in zip(snapshot_weights(straight, 3), snapshot_weights(resumed, 3), strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert_same_training(result, straight, result_resumed, resumed, epoch=3)
     # a different configuration does not resume from this state
     other = run(resumed, epochs=1, fingerprint="other")
     assert len(other["history"]) == 1
@@ -209,9 +215,7 @@ def test_mixed_float16_resume_is_bit_identical(tmp_path):
     result = run(straight, epochs=2, precision="mixed_float16")
     run(resumed, epochs=1, precision="mixed_float16")
     result_resumed = run(resumed, epochs=2, precision="mixed_float16")
-    assert [r["loss"] for r in result_resumed["history"]] == [r["loss"] for r in result["history"]]
-    for a, b in zip(snapshot_weights(straight, 2), snapshot_weights(resumed, 2), strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert_same_training(result, straight, result_resumed, resumed, epoch=2)
 
 
 @pytest.mark.slow
@@ -257,6 +261,4 @@ def test_xla_training_is_compiled_reproducible_and_resumable(tmp_path):
     assert keras.models.load_model(first / "epoch2.keras").jit_compile is True
     run(second, epochs=1, **xla)
     resumed = run(second, epochs=2, **xla)
-    assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in result["history"]]
-    for a, b in zip(snapshot_weights(first, 2), snapshot_weights(second, 2), strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert_same_training(result, first, resumed, second, epoch=2)

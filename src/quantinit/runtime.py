@@ -16,9 +16,8 @@ def configure_tensorflow(threads: int, use_gpu: bool) -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
-    gpus = tf.config.list_physical_devices("GPU")
     if not use_gpu:
         tf.config.set_visible_devices([], "GPU")
         return
-    for gpu in gpus:
+    for gpu in tf.config.list_physical_devices("GPU"):
         tf.config.experimental.set_memory_growth(gpu, True)

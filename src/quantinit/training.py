@@ -407,16 +407,17 @@ def train_cell(
                 probabilities = core.predict(x_test, batch_size=512, verbose=0)
                 row["val_loss"], row["val_accuracy"] = evaluate_probabilities(probabilities, y_test)
             row["seconds"] = time.monotonic() - started
+            analysed = epoch + 1 in analyze_epochs
+            if record_dynamics or analysed:
+                float32_weights_of(core)  # once per epoch, for dynamics and snapshot
             if record_dynamics:
                 dynamics_started = time.monotonic()
-                float32_weights_of(core)
                 dynamics_rows += record_dynamics(epoch + 1)
                 row["dynamics_seconds"] = time.monotonic() - dynamics_started
             history.append(row)
 
-            if epoch + 1 in analyze_epochs:
-                snapshot = snapshot_dir / f"epoch{epoch + 1}.keras"
-                _save_keras_atomic(float32_weights_of(core), snapshot)
+            if analysed:
+                _save_keras_atomic(float32_core, snapshot_dir / f"epoch{epoch + 1}.keras")
             model_file = f"epoch{epoch + 1}.keras"
             _save_keras_atomic(core, state_dir / model_file)
             write_json(
