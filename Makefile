@@ -42,7 +42,7 @@ lint: setup
 	$(BIN)/snakefmt --check .
 	$(BIN)/snakemake --lint --cores 1
 
-QUICK_STUDY := results/study
+QUICK_STUDY := results/quick/study
 docs-figures: setup data
 	# (--configfile takes several files: targets go before it)
 	$(BIN)/snakemake --cores 2 $(QUICK_STUDY)/table2.md \

@@ -1,13 +1,18 @@
 """Config validation: bad configs stop the run before any job, naming the key."""
 
+import copy
+import os
 import subprocess
 import sys
 
 import pytest
 import yaml
+from snakemake.utils import validate
+
+from quantinit.config_checks import ConfigError, check_config, expected_split_sizes
 
 from conftest import REPO
-from workflow_helpers import planned_jobs
+from workflow_helpers import TINY, deep_update, planned_jobs, snakemake, write_config
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -46,6 +51,7 @@ def test_default_config_is_the_48_cell_study(tmp_path):
         ({"initializer_settings": {"RandUni_Large": {"limt": 1}}}, ["limt"]),
         ({"calibration": {"percentile": 60}}, ["60", "percentile"]),
         ({"training": {"precision": "float16"}}, ["float16", "mixed_float16", "mixed_bfloat16"]),
+        ({"aggregate": {"figure2_cells": []}}, ["figure2_cells", "non-empty"]),
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, override, expected):
@@ -74,6 +80,16 @@ def test_xla_with_op_determinism_is_an_error(tmp_path):
         dry_run(tmp_path, {"training": {"jit_compile": True, "deterministic": False}}).returncode
         == 0
     )
+
+
+def test_class_list_other_than_ten_names_stops_before_any_job(tmp_path):
+    """data.classes can rename or reorder the ten classes (10-way models), not drop one."""
+    nine = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship"]
+    for classes in (nine, [*nine, "truck", "zebra"], [*nine, "ship"]):
+        result = dry_run(tmp_path, {"data": {"classes": classes}})
+        assert result.returncode != 0, classes
+        assert "classes" in result.stdout + result.stderr
+        assert not (tmp_path / "results").exists()
 
 
 def job_resources(stdout: str) -> dict[str, set[str]]:
@@ -110,3 +126,215 @@ def test_defaults_fill_omitted_keys(tmp_path):
     # 12 initializers x 2 seeds, plus Figure 2's default cell (DWS_Conv_No_BN_GlorotUni),
     # which is drawn even though it is outside this study, for both seeds
     assert planned_jobs(result.stdout)["train"] == 12 * 2 + 2
+
+
+# --------------------------------------------------------------- cross-key constraints
+
+
+def checked(base=None, **overrides):
+    """`base` (default the tiny synthetic study: 1200 training, 200 test images) with
+    `overrides`, validated by the schema (defaults filled in) as the workflow does."""
+    config = copy.deepcopy(deep_update(TINY if base is None else base, overrides))
+    validate(config, str(REPO / "config" / "schema.yaml"))
+    return config
+
+
+def problems(config) -> list[str]:
+    """The lines of check_config's ConfigError for `config` ([] if it passes)."""
+    try:
+        check_config(config)
+    except ConfigError as error:
+        assert str(error).splitlines()[1:] == [f"  - {line}" for line in error.problems]
+        return error.problems
+    return []
+
+
+def image_folder(root, train_per_class, test_per_class):
+    """A folder of empty 'images' (only the names are counted) plus files that are not."""
+    for split, count in (("train", train_per_class), ("test", test_per_class)):
+        for name in ("cat", "dog"):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                (folder / f"{i}.{'PNG' if i % 2 else 'jpg'}").touch()
+            (folder / "notes.txt").touch()
+            (folder / "nested.png").mkdir()
+    return root
+
+
+@pytest.mark.parametrize(
+    ("data", "sizes"),
+    [
+        ({"source": "synthetic"}, (2000, 500)),
+        ({"source": "synthetic", "synthetic": {"train_samples": 1200}}, (1200, 500)),
+        ({"source": "synthetic", "train_samples": 300, "test_samples": 100}, (300, 100)),
+        ({"source": "keras"}, (50000, 10000)),
+        ({"source": "keras", "test_samples": 1000}, (50000, 1000)),
+        ({"source": "image_folder", "image_folder": "/no/such/folder"}, (None, None)),
+        (
+            {"source": "image_folder", "image_folder": "/no/such", "train_samples": 5000},
+            (5000, None),
+        ),
+    ],
+)
+def test_expected_split_sizes(data, sizes):
+    assert expected_split_sizes(checked({}, data=data)["data"]) == sizes
+
+
+def test_expected_split_sizes_counts_an_image_folder(tmp_path):
+    """Image files (.png/.jpg/.jpeg, any case) in train/<class>/ and test/<class>/ count;
+    other files and folders do not; a subset replaces the count."""
+    root = image_folder(tmp_path / "images", train_per_class=7, test_per_class=3)
+    data = {"source": "image_folder", "image_folder": str(root)}
+    assert expected_split_sizes(data) == (14, 6)
+    assert expected_split_sizes({**data, "test_samples": 4}) == (14, 4)
+
+
+def test_valid_configs_pass():
+    assert problems(checked()) == []
+    config_yaml = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert problems(checked(config_yaml)) == []
+    quick = yaml.safe_load((REPO / "config" / "quick.yaml").read_text())
+    assert problems(checked(deep_update(config_yaml, quick))) == []
+    # at the limits: every training image calibrates, probes
+    at_limit = checked(calibration={"num_samples": 1200}, dynamics={"probe_samples": 1200})
+    assert problems(at_limit) == []
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        # more test images than the test set's 200: the whole test set is analysed
+        {"sensitivity": {"num_images": 5000}},
+        # a batch larger than the training set is one batch per epoch
+        {"training": {"batch_size": 5000}},
+        # without dynamics, its probe size does not matter
+        {
+            "dynamics": {"enabled": False, "probe_samples": 5000},
+            "aggregate": {"dynamics_cells": []},
+        },
+        {"training": {"epochs": 5, "analyze_epochs": [2, 5]}},
+        {"training": {"jit_compile": True, "deterministic": False}},
+        {
+            "sensitivity": {"enabled": False, "figure_cells": []},
+            "aggregate": {"dynamics_cells": []},
+        },
+    ],
+)
+def test_satisfied_constraints_pass(overrides):
+    assert problems(checked(**overrides)) == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            {"calibration": {"num_samples": 1201}},
+            ["calibration.num_samples = 1201", "1200 training images",
+             "data.synthetic.train_samples = 1200", "at most 1200"],
+        ),
+        (
+            {"data": {"train_samples": 500}, "calibration": {"num_samples": 1024}},
+            ["calibration.num_samples = 1024", "data.train_samples = 500", "at most 500"],
+        ),
+        (
+            {"dynamics": {"probe_samples": 1500}},
+            ["dynamics.probe_samples = 1500", "at most 1200", "dynamics.enabled: false"],
+        ),
+        (
+            {"data": {"train_samples": 1300}},
+            ["data.train_samples = 1300", "1200 training images", "at most 1200"],
+        ),
+        (
+            {"data": {"test_samples": 300}},
+            ["data.test_samples = 300", "200 test images", "at most 200"],
+        ),
+        (
+            {"data": {"source": "keras", "train_samples": 60000}},
+            ["data.train_samples = 60000", "50000 training images", "keras"],
+        ),
+        (
+            {"data": {"source": "image_folder", "image_folder": ""}},
+            ["data.image_folder is empty"],
+        ),
+        (
+            {"training": {"epochs": 5, "analyze_epochs": [3, 7]}},
+            ["training.analyze_epochs [3, 7]", "training.epochs = 5"],
+        ),
+        (
+            {"training": {"jit_compile": True}},
+            ["training.jit_compile: true needs training.deterministic: false"],
+        ),
+        (
+            {"dynamics": {"enabled": False}},
+            ["aggregate.dynamics_cells", "dynamics.enabled is false",
+             "aggregate.dynamics_cells: []"],
+        ),
+    ],
+)  # fmt: skip
+def test_violated_constraint_is_named(overrides, expected):
+    found = problems(checked(**overrides))
+    assert len(found) == 1, found
+    for text in expected:
+        assert text in found[0], f"{text!r} not in {found[0]!r}"
+
+
+def test_every_violation_is_listed():
+    config = checked(
+        data={"train_samples": 1300},
+        calibration={"num_samples": 2000},
+        dynamics={"enabled": False},
+        training={"epochs": 5, "analyze_epochs": [7], "jit_compile": True},
+    )
+    with pytest.raises(ConfigError, match="5 problems") as raised:
+        check_config(config)
+    keys = ["data.train_samples", "calibration.num_samples", "training.analyze_epochs",
+            "training.jit_compile", "aggregate.dynamics_cells"]  # fmt: skip
+    assert [line.split(" ")[0].rstrip(":") for line in raised.value.problems] == keys
+    # a subset larger than the source is reported once; other counts are bounded by the source
+    assert "at most 1200" in raised.value.problems[1]
+    assert isinstance(raised.value, ValueError)
+
+
+def test_image_folder_size_bounds_the_samples(tmp_path):
+    root = image_folder(tmp_path / "images", train_per_class=50, test_per_class=10)
+    data = {"source": "image_folder", "image_folder": str(root)}
+    found = problems(checked(data=data, calibration={"num_samples": 101}))
+    assert len(found) == 2 and "calibration.num_samples = 101" in found[0]
+    assert "at most 100" in found[0] and str(root) in found[0]
+    assert "dynamics.probe_samples = 256" in found[1]  # the default probe is too large too
+    small = {"calibration": {"num_samples": 100}, "dynamics": {"probe_samples": 100}}
+    assert problems(checked(data=data, **small)) == []
+    found = problems(checked(data={**data, "test_samples": 30}, **small))
+    assert len(found) == 1 and "data.test_samples = 30" in found[0] and "20 test" in found[0]
+
+
+def test_cross_key_violations_stop_the_dry_run(tmp_path):
+    """A config that would fail only after training stops `snakemake -n`, the fix shown."""
+    write_config(tmp_path, calibration={"num_samples": 5000}, dynamics={"probe_samples": 4000})
+    result = snakemake(tmp_path, "-n", timeout=120)
+    assert result.returncode != 0
+    message = result.stdout + result.stderr
+    assert "config: 2 problems" in message
+    assert "calibration.num_samples = 5000 is more than the 1200 training images" in message
+    assert "set calibration.num_samples to at most 1200" in message
+    assert "dynamics.probe_samples = 4000" in message
+    assert "job count" not in message.lower() and "Traceback" not in message
+    assert not (tmp_path / "results").exists()
+
+
+def test_cross_key_violation_leaves_previous_outputs_alone(tmp_path):
+    """A run with a broken config starts no job: a previous run's outputs stay as they are
+    and nothing new appears under results/."""
+    table = tmp_path / "results" / "study" / "table2.md"
+    table.parent.mkdir(parents=True)
+    table.write_text("previous run\n")
+    os.utime(table, (1_000_000_000, 1_000_000_000))
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "results").rglob("*"))
+    write_config(tmp_path, calibration={"num_samples": 5000})
+    result = snakemake(tmp_path, "results/data/dataset.npz", cores=1, timeout=300)
+    assert result.returncode != 0
+    assert "calibration.num_samples = 5000" in result.stdout + result.stderr
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "results").rglob("*")) == before
+    assert table.read_text() == "previous run\n"
+    assert table.stat().st_mtime == 1_000_000_000

@@ -1,6 +1,7 @@
 """Tests for quantinit.data: sources, checks, subsets and the cached .npz file."""
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 import quantinit.data
@@ -26,9 +28,12 @@ from quantinit.data import (
     save_dataset,
     subset_dataset,
 )
+from quantinit.models import NUM_CLASSES
 
-SRC_DIR = Path(__file__).resolve().parents[1] / "src"
-# Listed out of alphabetical order on purpose: labels must follow the sorted folder names.
+REPO = Path(__file__).resolve().parents[1]
+SRC_DIR = REPO / "src"
+# CIFAR-10's classes, created out of label order on purpose: labels follow data.classes
+# (default CLASS_NAMES), not the order in which the folders were made or listed.
 FOLDER_CLASSES = (
     "truck",
     "cat",
@@ -39,7 +44,7 @@ FOLDER_CLASSES = (
     "frog",
     "deer",
     "horse",
-    "auto",
+    "automobile",
 )
 IMAGES_PER_CLASS = 3
 
@@ -66,10 +71,33 @@ def image_folder(tmp_path: Path) -> Path:
     return root
 
 
-def test_image_folder_loads_with_sorted_class_labels(image_folder: Path):
+def test_cifar10_class_names_are_in_label_order():
+    # batches.meta label_names of the official CIFAR-10 (label 0 airplane ... 9 truck)
+    assert CLASS_NAMES == (
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    )
+
+
+def test_schema_default_classes_are_class_names():
+    data = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())["properties"]["data"]
+    classes = data["properties"]["classes"]
+    assert tuple(classes["default"]) == CLASS_NAMES
+    # the models' output size: the list can only rename or reorder the ten classes
+    assert classes["minItems"] == classes["maxItems"] == NUM_CLASSES == len(CLASS_NAMES)
+
+
+def test_image_folder_loads_with_labels_in_class_list_order(image_folder: Path):
     ds = load_image_folder(image_folder)
-    sorted_classes = tuple(sorted(FOLDER_CLASSES))
-    assert ds.class_names == sorted_classes
+    assert ds.class_names == CLASS_NAMES
     assert ds.source == "image_folder"
     assert ds.origin == str(image_folder.resolve())
     for x, y in ((ds.x_train, ds.y_train), (ds.x_test, ds.y_test)):
@@ -77,12 +105,12 @@ def test_image_folder_loads_with_sorted_class_labels(image_folder: Path):
         assert y.dtype == np.int64
         counts = np.bincount(y, minlength=10)
         expected = np.full(10, IMAGES_PER_CLASS)
-        expected[sorted_classes.index("cat")] += 1
-        expected[sorted_classes.index("dog")] += 1
+        expected[CLASS_NAMES.index("cat")] += 1
+        expected[CLASS_NAMES.index("dog")] += 1
         np.testing.assert_array_equal(counts, expected)
-    # Class by class in sorted order, files by name within a class.
-    assert ds.y_train[0] == sorted_classes.index("airplane") == 0
-    first_truck = int(np.flatnonzero(ds.y_train == sorted_classes.index("truck"))[0])
+    # Class by class in CLASS_NAMES order, files by name within a class.
+    assert ds.y_train[0] == CLASS_NAMES.index("airplane") == 0
+    first_truck = int(np.flatnonzero(ds.y_train == CLASS_NAMES.index("truck"))[0])
     stored = np.asarray(Image.open(image_folder / "train" / "truck" / "00.png"))
     np.testing.assert_array_equal(ds.x_train[first_truck], stored)
     check_dataset(ds)
@@ -90,7 +118,7 @@ def test_image_folder_loads_with_sorted_class_labels(image_folder: Path):
 
 def test_image_folder_converts_grayscale_to_rgb(image_folder: Path):
     ds = load_image_folder(image_folder)
-    dog = tuple(sorted(FOLDER_CLASSES)).index("dog")
+    dog = CLASS_NAMES.index("dog")
     gray_image = ds.x_train[np.flatnonzero(ds.y_train == dog)[-1]]
     gray = np.asarray(Image.open(image_folder / "train" / "dog" / "10.png"))
     for channel in range(3):
@@ -155,8 +183,81 @@ def test_image_folder_wrong_size_names_file_and_size(image_folder: Path):
 
 def test_image_folder_mismatched_classes(image_folder: Path):
     (image_folder / "test" / "horse").rename(image_folder / "test" / "pony")
-    with pytest.raises(DataError, match=r"different class folders.*horse.*pony"):
+    with pytest.raises(DataError, match=r"test/ lacks \['horse'\]; test/ has extra \['pony'\]"):
         load_image_folder(image_folder)
+
+
+def _remove_class(root: Path, split: str, name: str) -> None:
+    for path in (root / split / name).iterdir():
+        path.unlink()
+    (root / split / name).rmdir()
+
+
+def test_image_folder_class_missing_from_both_splits(image_folder: Path):
+    for split in ("train", "test"):
+        _remove_class(image_folder, split, "horse")
+    expected = (
+        rf"'{re.escape(str(image_folder))}' has the wrong class folders: "
+        r"train/ lacks \['horse'\]; test/ lacks \['horse'\]\. Expected exactly these 10 "
+        r"folders.*'airplane'.*'truck'"
+    )
+    with pytest.raises(DataError, match=expected):
+        load_image_folder(image_folder)
+    with pytest.raises(DataError, match=r"train/ lacks \['horse'\]"):
+        load_source({"source": "image_folder", "image_folder": str(image_folder)})
+
+
+def test_image_folder_class_missing_from_test_split_only(image_folder: Path):
+    _remove_class(image_folder, "test", "ship")
+    with pytest.raises(DataError, match=r"wrong class folders: test/ lacks \['ship'\]\. "):
+        load_image_folder(image_folder)
+
+
+def test_image_folder_extra_class_folder(image_folder: Path):
+    rng = np.random.default_rng(2)
+    for split in ("train", "test"):
+        (image_folder / split / "zebra").mkdir()
+        Image.fromarray(_random_image(rng)).save(image_folder / split / "zebra" / "00.png")
+    expected = r"train/ has extra \['zebra'\]; test/ has extra \['zebra'\]\. Expected exactly"
+    with pytest.raises(DataError, match=expected):
+        load_image_folder(image_folder)
+    with pytest.raises(DataError, match=r"has extra \['zebra'\]"):
+        load_source({"source": "image_folder", "image_folder": str(image_folder)})
+
+
+def test_image_folder_labels_follow_configured_class_list(image_folder: Path):
+    """A renamed folder and a list in neither sorted nor CIFAR order: folder classes[k] is k."""
+    for split in ("train", "test"):
+        (image_folder / split / "automobile").rename(image_folder / split / "car")
+    classes = [name if name != "automobile" else "car" for name in FOLDER_CLASSES]
+    config = {"source": "image_folder", "image_folder": str(image_folder), "classes": classes}
+    ds = load_source(config)
+    assert ds.class_names == tuple(classes)
+    for label, name in enumerate(classes):
+        first = int(np.flatnonzero(ds.y_train == label)[0])
+        stored = np.asarray(Image.open(image_folder / "train" / name / "00.png"))
+        np.testing.assert_array_equal(ds.x_train[first], stored)
+        assert (ds.y_test == label).sum() == IMAGES_PER_CLASS + (name in ("cat", "dog"))
+    # Without the list the renamed folder is wrong data, not a tenth class.
+    with pytest.raises(DataError, match=r"lacks \['automobile'\]; train/ has extra \['car'\]"):
+        load_image_folder(image_folder)
+
+
+@pytest.mark.parametrize(
+    ("classes", "message"),
+    [
+        (CLASS_NAMES[:9], r"lists 9 names: expected 10 unique names.*10-way output"),
+        ((*CLASS_NAMES, "zebra"), r"lists 11 names"),
+        ((*CLASS_NAMES[:9], "cat"), r"repeats \['cat'\]"),
+        ("airplane", r"expected a list of 10 class names"),
+        ((*CLASS_NAMES[:9], ""), r"empty or non-string"),
+    ],
+)
+def test_bad_class_list_is_rejected(image_folder: Path, classes, message):
+    with pytest.raises(DataError, match=message):
+        load_image_folder(image_folder, classes)
+    with pytest.raises(DataError, match=message):
+        load_source({"source": "synthetic", "classes": classes})
 
 
 def test_synthetic_shapes_balance_and_determinism():
@@ -349,6 +450,29 @@ def test_load_source_synthetic_with_subset():
 def test_load_source_image_folder(image_folder: Path):
     ds = load_source({"source": "image_folder", "image_folder": str(image_folder)})
     assert ds.source == "image_folder" and len(ds.y_train) == 32
+
+
+def test_synthetic_source_labels_follow_configured_class_list():
+    synthetic = {"train_samples": 100, "test_samples": 40, "seed": 3}
+    classes = list(reversed(CLASS_NAMES))
+    ds = load_source({"source": "synthetic", "synthetic": synthetic, "classes": classes})
+    plain = make_synthetic(100, 40, seed=3)
+    assert ds.class_names == tuple(classes)
+    np.testing.assert_array_equal(ds.x_train, plain.x_train)
+    np.testing.assert_array_equal(ds.y_train, 9 - plain.y_train)
+    np.testing.assert_array_equal(ds.y_test, 9 - plain.y_test)
+    default = load_source({"source": "synthetic", "synthetic": synthetic})
+    assert dataset_checksum(default) == dataset_checksum(plain)
+
+
+def test_synthetic_source_rejects_other_class_names():
+    classes = ["car" if name == "automobile" else name for name in CLASS_NAMES]
+    expected = (
+        r"'synthetic' has CIFAR-10's ten classes.*lacks \['automobile'\] and has extra "
+        r"\['car'\]"
+    )
+    with pytest.raises(DataError, match=expected):
+        load_source({"source": "synthetic", "classes": classes})
 
 
 def test_load_source_unknown():

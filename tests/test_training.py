@@ -2,6 +2,9 @@
 
 import functools
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,10 +14,13 @@ from quantinit.training import (
     STATUS_DIVERGED,
     STATUS_NOT_LEARNING,
     STATUS_OK,
+    StateInUse,
     classify_outcome,
     epoch_order,
+    locked_state,
     lr_at_epoch,
     make_lr_schedule,
+    state_folder,
     train_cell,
 )
 
@@ -142,6 +148,23 @@ def test_divergence_stops_at_once_and_keeps_last_finite_state(tmp_path):
 
 
 @pytest.mark.slow
+def test_divergence_in_the_first_epoch_keeps_the_initial_weights(tmp_path):
+    import keras
+
+    build = functools.partial(
+        build_model, "Regular_Conv_No_BN", "RandNorm_Large", 0, width_multiplier=0.25,
+        init_settings={"stddev": 20.0},
+    )  # fmt: skip
+    result = run(tmp_path, epochs=3, build=build, lr_boundaries=[])
+    assert result["status"] == STATUS_DIVERGED and result["epochs_completed"] == 0
+    kept = keras.models.load_model(tmp_path / "snapshots" / "last.keras").get_weights()
+    initial = build(dtype_policy="float32").get_weights()
+    assert len(kept) == len(initial)
+    for a, b in zip(kept, initial, strict=True):
+        np.testing.assert_array_equal(a, b)  # finite: the state before the first update
+
+
+@pytest.mark.slow
 def test_non_finite_weights_with_a_finite_loss_are_divergence(tmp_path):
     """Seen in the quick preset (Regular_Conv_No_BN, RandNorm_Med): NaN conv kernels feed
     ReLU, the network outputs uniform scores and the loss stays at ln 10."""
@@ -262,3 +285,39 @@ def test_xla_training_is_compiled_reproducible_and_resumable(tmp_path):
     run(second, epochs=1, **xla)
     resumed = run(second, epochs=2, **xla)
     assert_same_training(result, first, resumed, second, epoch=2)
+
+
+def test_state_folders_of_two_configurations_differ(tmp_path):
+    a, b = state_folder(tmp_path, "a" * 64), state_folder(tmp_path, "b" * 64)
+    assert a != b and a.parent == b.parent == tmp_path
+    assert state_folder(tmp_path, "a" * 64) == a
+
+
+HOLD_LOCK = """
+import sys, time
+from quantinit.training import locked_state
+with locked_state(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_locked_state_refuses_a_second_user_until_released(tmp_path):
+    state_dir = tmp_path / "cell" / "0123456789abcdef"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(state_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(StateInUse, match=f"in use by pid {holder.pid} on ") as refused:
+            with locked_state(state_dir):
+                pass
+        assert str(state_dir) in str(refused.value) and "state_dir" in str(refused.value)
+    finally:
+        holder.kill()  # a killed holder leaves no stale lock
+        holder.wait()
+    with locked_state(state_dir) as locked:
+        assert locked == state_dir

@@ -2,17 +2,27 @@
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import time
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 from quantinit.tables import arrow_schema
 
-from workflow_helpers import planned_jobs, snakemake, snakemake_command, write_config
+from conftest import REPO
+from workflow_helpers import (
+    deep_update,
+    planned_jobs,
+    snakemake,
+    snakemake_command,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -225,7 +235,113 @@ def test_single_cell_target_runs_only_that_cell(tiny_study):
     assert jobs == dict.fromkeys(chain, 1)
 
 
-def start_and_wait_for_epochs(workdir, progress, epochs, *targets):
+def test_first_epoch_divergence_exports_the_initial_weights(tiny_study):
+    import keras
+
+    cell = json.loads((tiny_study / DIVERGING / "cell.json").read_text())
+    assert cell["status"] == "diverged" and cell["exported_epoch"] == 0
+    model = keras.models.load_model(tiny_study / DIVERGING / "model.keras")
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    # the weights at initialization, as training's dynamics recorded them before epoch 1
+    dynamics = pd.read_parquet(tiny_study / DIVERGING / "../train/dynamics.parquet")
+    for row in dynamics[dynamics.epoch == 0].itertuples():
+        kernel = model.get_layer(row.layer).get_weights()[0]
+        assert (kernel.min(), kernel.max()) == (row.weight_min, row.weight_max), row.layer
+
+
+def test_finished_cells_keep_no_training_state(tiny_study):
+    cells = list((tiny_study / "state").glob("*/*/seed0"))
+    assert len(cells) == 5
+    assert not list((tiny_study / "state").rglob("progress.json"))
+    assert not list((tiny_study / "state").rglob("*.keras"))
+
+
+def test_calibration_settings_rerun_the_analysis_not_training(tiny_study):
+    targets = ("all", f"{DIVERGING}/metrics.parquet")
+    try:
+        write_config(
+            tiny_study, initializer_settings=FIXTURE_SETTINGS, calibration={"percentile": 2.0}
+        )
+        jobs = planned_jobs(snakemake(tiny_study, "-n", *targets).stdout)
+        assert "train" not in jobs and jobs["calibrate"] == 5
+        # the percentile of the dynamics recorded in training is training's own key
+        write_config(
+            tiny_study, initializer_settings=FIXTURE_SETTINGS, dynamics={"percentile": 2.0}
+        )
+        jobs = planned_jobs(snakemake(tiny_study, "-n", *targets).stdout)
+        assert jobs["train"] == 5
+    finally:
+        write_config(tiny_study, initializer_settings=FIXTURE_SETTINGS)
+    assert "Nothing to be done" in snakemake(tiny_study, "-n", *targets).stdout
+
+
+def copy_workflow(destination):
+    """The workflow and its library in `destination`, file times kept."""
+    for part in ("Snakefile", "workflow", "src", "config", "reference", "profiles"):
+        source = REPO / part
+        if source.is_dir():
+            shutil.copytree(
+                source, destination / part, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            shutil.copy2(source, destination / part)
+    return destination / "Snakefile"
+
+
+def test_a_library_change_reruns_the_stages_that_run_it(tiny_study, tmp_path):
+    """sensitivity.py is imported by quant_sensitivity alone: only it and what reads its
+    outputs rerun; a docstring edit reruns nothing."""
+    snakefile = copy_workflow(tmp_path)
+    targets = ("all", f"{DIVERGING}/sensitivity.parquet")
+
+    def planned():
+        result = snakemake(tiny_study, "-n", *targets, snakefile=snakefile)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return planned_jobs(result.stdout)
+
+    baseline = planned()  # what moving the workflow alone changes (its reference table's path)
+    module = tmp_path / "src/quantinit/sensitivity.py"
+    source = module.read_text()
+    docstring_end = source.index('"""', 3) + 3
+    module.write_text(source[:docstring_end] + "\n# reworded" + source[docstring_end:])
+    assert planned() == baseline
+    module.write_text(source + "\nUNUSED_CONSTANT = 1\n")
+    changed = planned()
+    added = {rule: n - baseline.get(rule, 0) for rule, n in changed.items()}
+    added = {rule: n for rule, n in added.items() if n}
+    assert added.pop("quant_sensitivity") == 5
+    assert not {"train", "export_checkpoint", "fold_bn", "calibrate", "quantize", "evaluate",
+                "layerwise", "prepare_data"} & set(added)  # fmt: skip
+    assert set(added) <= {"most_sensitive", "sensitivity_figure", "collect_study", "all"}, added
+
+
+def test_forced_training_rerun_trains_from_scratch(tiny_study):
+    train = "results/DWS_Conv_With_BN/HeUni/seed0/train"
+    before = pd.read_parquet(tiny_study / train / "history.parquet")
+    result = snakemake(
+        tiny_study, "--forcerun", f"{train}/history.parquet", f"{train}/history.parquet"
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = (tiny_study / train / "train.log").read_text().split("cell DWS_Conv_With_BN")[-1]
+    assert "starting training" in log and "resuming" not in log
+    after = pd.read_parquet(tiny_study / train / "history.parquet")
+    assert list(after.loss) == list(before.loss)  # deterministic: the same training again
+    assert snakemake(tiny_study, "--touch").returncode == 0  # the rest is up to date
+
+
+def progress_file(cell_state):
+    """The progress.json of the one training configuration under a cell's state folder."""
+    found = list(cell_state.glob("*/progress.json"))
+    assert len(found) <= 1, found
+    return found[0] if found else None
+
+
+def epochs_saved(cell_state):
+    progress = progress_file(cell_state)
+    return json.loads(progress.read_text())["epochs_completed"] if progress else 0
+
+
+def start_and_wait_for_epochs(workdir, cell_state, epochs, *targets):
     """Start Snakemake in its own process group; return once `epochs` epochs are saved."""
     process = subprocess.Popen(
         snakemake_command(workdir, *targets, cores=1),
@@ -235,7 +351,7 @@ def start_and_wait_for_epochs(workdir, progress, epochs, *targets):
     )
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and process.poll() is None:
-        if progress.exists() and json.loads(progress.read_text())["epochs_completed"] >= epochs:
+        if epochs_saved(cell_state) >= epochs:
             break
         time.sleep(0.2)
     assert process.poll() is None, "training finished before it could be stopped"
@@ -249,11 +365,11 @@ def test_killed_training_resumes_where_it_stopped(tmp_path):
         data={"synthetic": {"train_samples": 1500}},
         training={"epochs": 8},
     )
-    progress = tmp_path / "state/Regular_Conv_With_BN/HeUni/seed0/progress.json"
-    process = start_and_wait_for_epochs(tmp_path, progress, 2)
+    cell_state = tmp_path / "state/Regular_Conv_With_BN/HeUni/seed0"
+    process = start_and_wait_for_epochs(tmp_path, cell_state, 2)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    killed_at = json.loads(progress.read_text())["epochs_completed"]
+    killed_at = epochs_saved(cell_state)
     assert 2 <= killed_at < 8
 
     cell = tmp_path / "results/Regular_Conv_With_BN/HeUni/seed0"
@@ -266,6 +382,7 @@ def test_killed_training_resumes_where_it_stopped(tmp_path):
     assert f"resuming from epoch{killed_at}.keras after epoch {killed_at} of 8" in log
     history = pd.read_parquet(cell / "train/history.parquet")
     assert list(history["epoch"]) == list(range(1, 9))
+    assert progress_file(cell_state) is None  # the finished cell's state is removed
 
 
 def test_sigterm_saves_state_and_the_rerun_equals_an_uninterrupted_run(tmp_path):
@@ -280,11 +397,11 @@ def test_sigterm_saves_state_and_the_rerun_equals_an_uninterrupted_run(tmp_path)
     for workdir in (straight, stopped):
         workdir.mkdir()
         write_config(workdir, **settings)
-    progress = stopped / "state/Regular_Conv_With_BN/HeUni/seed0/progress.json"
-    process = start_and_wait_for_epochs(stopped, progress, 2, f"{train_dir}/history.parquet")
+    cell_state = stopped / "state/Regular_Conv_With_BN/HeUni/seed0"
+    process = start_and_wait_for_epochs(stopped, cell_state, 2, f"{train_dir}/history.parquet")
     os.killpg(process.pid, signal.SIGTERM)
     assert process.wait(timeout=120) != 0
-    stopped_at = json.loads(progress.read_text())["epochs_completed"]
+    stopped_at = epochs_saved(cell_state)
     assert 2 <= stopped_at < 6
     log = (stopped / train_dir / "train.log").read_text()
     assert f"stopped by SIGTERM: the state after epoch {stopped_at} of 6 is saved" in log
@@ -302,3 +419,113 @@ def test_sigterm_saves_state_and_the_rerun_equals_an_uninterrupted_run(tmp_path)
         compared = [c for c in resumed.columns if "seconds" not in c]
         pd.testing.assert_frame_equal(resumed[compared], uninterrupted[compared])
     assert list(resumed["epoch"].unique()) == list(range(7))  # dynamics: epochs 0..6
+
+
+TWO_CONFIGS = dict(
+    architectures=["Regular_Conv_With_BN"],
+    data={"synthetic": {"train_samples": 1500}},
+    training={"epochs": 6},
+    sensitivity={"enabled": False},
+)
+
+
+def test_two_configurations_sharing_a_state_dir_keep_their_own_training(tmp_path):
+    """Issue 12: run A and run B (another results_dir and width, the same state/) at the
+    same time; each must be its own configuration's training, as run alone."""
+    shared, alone = tmp_path / "shared", tmp_path / "alone"
+    for workdir in (shared, alone):
+        workdir.mkdir()
+        write_config(workdir, "a.yaml", results_dir="results_a", **TWO_CONFIGS)
+    wide = deep_update(TWO_CONFIGS, {"model": {"width_multiplier": 0.25}})
+    write_config(shared, "b.yaml", results_dir="results_b", **wide)
+    train = "Regular_Conv_With_BN/HeUni/seed0/train"
+    runs = [
+        subprocess.Popen(
+            snakemake_command(
+                shared, f"results_{name}/{train}/history.parquet", cores=1, config=f"{name}.yaml"
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for name in ("a", "b")
+    ]
+    solo = snakemake(alone, f"results_a/{train}/history.parquet", cores=1, config="a.yaml")
+    for run in runs:
+        output, _ = run.communicate(timeout=900)
+        assert run.returncode == 0, output[-3000:]
+    assert solo.returncode == 0, solo.stdout[-3000:] + solo.stderr[-3000:]
+
+    folders = set()
+    for name in ("a", "b"):
+        log = (shared / f"results_{name}" / train / "train.log").read_text()
+        assert "resuming" not in log and "another configuration" not in log
+        folders.add(re.search(r"training state: (\S+)", log).group(1))
+    assert len(folders) == 2  # one state folder per configuration
+    a, a_alone = (
+        pd.read_parquet(d / f"results_a/{train}/history.parquet") for d in (shared, alone)
+    )
+    assert list(a.loss) == list(a_alone.loss)  # bit for bit what A gives alone
+    b = pd.read_parquet(shared / f"results_b/{train}/history.parquet")
+    assert list(b.loss) != list(a.loss)
+
+
+def test_one_training_state_is_used_by_one_job_at_a_time(tmp_path):
+    """The same configuration trained by two runs (two results_dirs, one state_dir): the
+    second fails at once with a clear message while the first holds the state."""
+    long = deep_update(TWO_CONFIGS, {"training": {"epochs": 200}})
+    write_config(tmp_path, "a.yaml", results_dir="results_a", **long)
+    write_config(tmp_path, "b.yaml", results_dir="results_b", **long)
+    train = "Regular_Conv_With_BN/HeUni/seed0/train"
+    cell_state = tmp_path / "state/Regular_Conv_With_BN/HeUni/seed0"
+    first = subprocess.Popen(
+        snakemake_command(tmp_path, f"results_a/{train}/history.parquet", cores=1,
+                          config="a.yaml"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while epochs_saved(cell_state) < 1 and time.monotonic() < deadline:
+            assert first.poll() is None, "the first run ended"
+            time.sleep(0.2)
+        second = snakemake(tmp_path, f"results_b/{train}/history.parquet", cores=1,
+                           config="b.yaml")  # fmt: skip
+        assert first.poll() is None  # still training
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert second.returncode != 0
+    log = (tmp_path / f"results_b/{train}/train.log").read_text()
+    assert "is in use by pid" in log and "another state_dir" in log
+    assert not (tmp_path / f"results_b/{train}/history.parquet").exists()
+
+
+@pytest.mark.parametrize("change", ["missing", "extra"])
+def test_image_folder_without_exactly_the_ten_classes_stops_before_training(tmp_path, change):
+    """Issue 12: a folder with 9 classes trained 'ok' on shifted labels; an 11th class
+    failed inside TensorFlow. prepare_data must refuse both, naming the folders."""
+    from PIL import Image
+
+    from quantinit.data import CLASS_NAMES
+
+    classes = list(CLASS_NAMES[:-1]) if change == "missing" else [*CLASS_NAMES, "zebra"]
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in classes:
+            (tmp_path / "images" / split / name).mkdir(parents=True)
+            for index in range(2):
+                image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(image).save(tmp_path / "images" / split / name / f"{index}.png")
+    write_config(
+        tmp_path,
+        data={"source": "image_folder", "image_folder": str(tmp_path / "images")},
+        calibration={"num_samples": 10},
+        dynamics={"probe_samples": 10},
+    )
+    result = snakemake(tmp_path, "results/Regular_Conv_With_BN/HeUni/seed0/train/status.json")
+    assert result.returncode != 0
+    expected = "lacks ['truck']" if change == "missing" else "has extra ['zebra']"
+    assert expected in (tmp_path / "results/logs/prepare_data.log").read_text()
+    assert expected in result.stdout + result.stderr  # on the console, not only in the log
+    assert not (tmp_path / "results/data/dataset.npz").exists()
+    assert not (tmp_path / "results/Regular_Conv_With_BN").exists()

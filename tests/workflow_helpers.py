@@ -47,24 +47,24 @@ def deep_update(base: dict, extra: dict) -> dict:
     return merged
 
 
-def write_config(workdir, **overrides):
+def write_config(workdir, name="tiny.yaml", **overrides):
     config = deep_update(TINY, overrides)
-    path = workdir / "tiny.yaml"
+    path = workdir / name
     path.write_text(yaml.safe_dump(config))
     return path
 
 
-def snakemake_command(workdir, *args, cores=2):
+def snakemake_command(workdir, *args, cores=2, config="tiny.yaml", snakefile=REPO / "Snakefile"):
     return [
-        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-        "--directory", str(workdir), "--configfile", str(workdir / "tiny.yaml"),
+        sys.executable, "-m", "snakemake", "--snakefile", str(snakefile),
+        "--directory", str(workdir), "--configfile", str(workdir / config),
         "--cores", str(cores), *args,
     ]  # fmt: skip
 
 
-def snakemake(workdir, *args, cores=2, timeout=900):
+def snakemake(workdir, *args, cores=2, timeout=900, **command):
     return subprocess.run(
-        snakemake_command(workdir, *args, cores=cores),
+        snakemake_command(workdir, *args, cores=cores, **command),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -1,7 +1,8 @@
 """Data sources (official CIFAR-10, an image folder, a synthetic set), checks and the cached file.
 
-Only numpy, Pillow and the standard library are imported here; TensorFlow/Keras is imported
-inside :func:`load_keras_cifar10` because importing it takes seconds.
+Only numpy, Pillow, the standard library and :mod:`quantinit.models`' constants are imported
+here; TensorFlow/Keras is imported inside :func:`load_keras_cifar10` because importing it takes
+seconds.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from quantinit.models import NUM_CLASSES
+
+# CIFAR-10's classes in its label order (batches.meta label_names): label k is CLASS_NAMES[k].
+# The default of the config key data.classes (config/schema.yaml, checked by a test).
 CLASS_NAMES: tuple[str, ...] = (
     "airplane",
     "automobile",
@@ -168,31 +173,66 @@ def _decode_in_parallel(paths: list[Path]) -> np.ndarray:
         return np.concatenate(list(pool.map(_decode_images, chunks)))
 
 
-def load_image_folder(root: str | Path) -> Dataset:
+def check_class_list(classes) -> tuple[str, ...]:
+    """The configured class names (data.classes) as a tuple, or a DataError.
+
+    The models end in a ``NUM_CLASSES``-way layer, so the list has exactly that many unique,
+    non-empty names; it sets the label order (label k is ``classes[k]``).
+    """
+    if isinstance(classes, str) or not isinstance(classes, (list, tuple)):
+        raise DataError(
+            f"data.classes is {classes!r}: expected a list of {NUM_CLASSES} class names."
+        )
+    names = tuple(classes)
+    if not all(isinstance(name, str) and name for name in names):
+        raise DataError(
+            f"data.classes {list(names)} holds an empty or non-string entry: expected "
+            f"{NUM_CLASSES} class names (strings)."
+        )
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if len(names) != NUM_CLASSES or duplicates:
+        repeats = f" with repeats {duplicates}" if duplicates else ""
+        raise DataError(
+            f"data.classes lists {len(names)} names{repeats}: "
+            f"expected {NUM_CLASSES} unique names, since the models have a {NUM_CLASSES}-way "
+            f"output (default CIFAR-10's {list(CLASS_NAMES)})."
+        )
+    return names
+
+
+def load_image_folder(root: str | Path, classes=CLASS_NAMES) -> Dataset:
     """Images from ``root/train/<class>/*`` and ``root/test/<class>/*`` (PNG or JPEG, 32x32).
 
-    The classes are the sorted subfolder names of ``train``; a label is the index of its class
-    in that order (for CIFAR-10 this matches the official label ids). Files are read in name
-    order within a class so that the arrays are the same on every run.
+    Both splits must hold exactly one folder per name in ``classes`` (default CIFAR-10's
+    :data:`CLASS_NAMES`), no more and no fewer; the folder ``classes[k]`` gets label k. Files
+    are read in name order within a class so that the arrays are the same on every run.
     """
+    classes = check_class_list(classes)
     root = Path(root)
     if not root.is_dir():
         raise DataError(
             f"Image folder '{root}' does not exist: expected a folder with train/<class>/ "
             "and test/<class>/ images."
         )
-    train_classes = _class_folders(root / "train")
-    test_classes = _class_folders(root / "test")
-    if train_classes != test_classes:
+    problems = []
+    for split in SPLITS:
+        found = set(_class_folders(root / split))
+        missing = [name for name in classes if name not in found]
+        extra = sorted(found - set(classes))
+        if missing:
+            problems.append(f"{split}/ lacks {missing}")
+        if extra:
+            problems.append(f"{split}/ has extra {extra}")
+    if problems:
         raise DataError(
-            f"Image folder '{root}': train and test have different class folders: "
-            f"only in train {sorted(set(train_classes) - set(test_classes))}, "
-            f"only in test {sorted(set(test_classes) - set(train_classes))}; expected the same."
+            f"Image folder '{root}' has the wrong class folders: {'; '.join(problems)}. "
+            f"Expected exactly these {len(classes)} folders in both train/ and test/ "
+            f"(data.classes, label k = k-th name): {list(classes)}."
         )
     files: dict[str, list[Path]] = {split: [] for split in SPLITS}
     labels: dict[str, list[int]] = {split: [] for split in SPLITS}
     for split in SPLITS:
-        for label, name in enumerate(train_classes):
+        for label, name in enumerate(classes):
             class_files = _image_files(root / split / name)
             files[split].extend(class_files)
             labels[split].extend([label] * len(class_files))
@@ -203,9 +243,32 @@ def load_image_folder(root: str | Path) -> Dataset:
         y_train=np.asarray(labels["train"], dtype=np.int64),
         x_test=images[num_train:],
         y_test=np.asarray(labels["test"], dtype=np.int64),
-        class_names=tuple(train_classes),
+        class_names=classes,
         source="image_folder",
         origin=str(root.resolve()),
+    )
+
+
+def relabel_cifar10(ds: Dataset, classes) -> Dataset:
+    """``ds`` (CIFAR-10's classes in :data:`CLASS_NAMES` order) with labels in ``classes`` order.
+
+    The keras and synthetic sources have CIFAR-10's ten classes, so ``classes`` must be those
+    ten names, in any order; otherwise a DataError names the missing and extra ones.
+    """
+    classes = check_class_list(classes)
+    if classes == ds.class_names:
+        return ds
+    missing = [name for name in ds.class_names if name not in classes]
+    extra = [name for name in classes if name not in ds.class_names]
+    if missing or extra:
+        raise DataError(
+            f"data.source {ds.source!r} has CIFAR-10's ten classes {list(ds.class_names)}, "
+            f"but data.classes lacks {missing} and has extra {extra}: expected those ten "
+            "names (in any order), or data.source image_folder for other class folders."
+        )
+    new_label = np.array([classes.index(name) for name in ds.class_names], dtype=np.int64)
+    return replace(
+        ds, y_train=new_label[ds.y_train], y_test=new_label[ds.y_test], class_names=classes
     )
 
 
@@ -465,12 +528,13 @@ def load_dataset(path: str | Path) -> Dataset:
 def load_source(data_config: Mapping) -> Dataset:
     """Load, check and subset the data set that the workflow config's ``data`` section names."""
     source = data_config.get("source", "keras")
+    classes = check_class_list(data_config.get("classes", CLASS_NAMES))
     if source == "keras":
-        ds = load_keras_cifar10()
+        ds = relabel_cifar10(load_keras_cifar10(), classes)
     elif source == "image_folder":
         if not data_config.get("image_folder"):
             raise DataError("data.source is image_folder but data.image_folder is not set.")
-        ds = load_image_folder(data_config["image_folder"])
+        ds = load_image_folder(data_config["image_folder"], classes)
     elif source == "synthetic":
         synthetic = data_config.get("synthetic") or {}
         ds = make_synthetic(
@@ -479,6 +543,7 @@ def load_source(data_config: Mapping) -> Dataset:
             seed=synthetic.get("seed", 0),
             noise=synthetic.get("noise", 40.0),
         )
+        ds = relabel_cifar10(ds, classes)
     else:
         raise DataError(
             f"Unknown data.source {source!r}: expected 'keras', 'image_folder' or 'synthetic'."

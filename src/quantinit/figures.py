@@ -25,6 +25,7 @@ matplotlib (Agg backend) and seaborn are imported on first use; TensorFlow never
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -34,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from quantinit.aggregate import ARCH_ORDER, INIT_ORDER, cell_name
+from quantinit.io import atomic_path
 
 # How a failed cell is written in the heatmap instead of a number.
 STATUS_TEXT = {"diverged": "diverged", "not_learning": "no learn"}
@@ -84,11 +86,25 @@ def _as_paths(paths: Any) -> list[Path]:
     return out
 
 
+def _provenance_metadata(suffix: str) -> dict | None:
+    """The code's provenance as PNG text chunks or the PDF's Creator entry."""
+    from quantinit.provenance import provenance
+
+    stored = provenance()
+    if suffix == ".png":
+        return {"quantinit_provenance": json.dumps(stored)}
+    if suffix == ".pdf":
+        return {"Creator": f"quantinit {json.dumps(stored)}"}
+    return None
+
+
 def _save(fig, paths: Any):
     plt = _pyplot()
     for path in _as_paths(paths):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=DPI, bbox_inches="tight")
+        with atomic_path(path) as tmp:
+            fig.savefig(
+                tmp, dpi=DPI, bbox_inches="tight", metadata=_provenance_metadata(path.suffix)
+            )
     plt.close(fig)
     return fig
 

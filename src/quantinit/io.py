@@ -34,7 +34,15 @@ def atomic_path(path):
         raise
 
 
-def write_json(data, path) -> None:
+PROVENANCE_KEY = "quantinit_provenance"
+
+
+def write_json(data, path, provenance: bool = True) -> None:
+    """Write `data` as JSON; a dict gets the writing code's provenance under PROVENANCE_KEY."""
+    if provenance and isinstance(data, dict):
+        from quantinit.provenance import provenance as code_provenance
+
+        data = {**data, PROVENANCE_KEY: code_provenance()}
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
 
@@ -44,8 +52,27 @@ def read_json(path):
 
 
 def write_parquet(frame, path) -> None:
+    """Write `frame` without its index; the file's metadata holds the code's provenance."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from quantinit.provenance import provenance
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    metadata = {**(table.schema.metadata or {}), PROVENANCE_KEY.encode(): json.dumps(provenance())}
     with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
+        pq.write_table(table.replace_schema_metadata(metadata), tmp)
+
+
+def read_provenance(path) -> dict | None:
+    """The provenance stored in a Parquet or JSON output (None if it has none)."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        stored = (pq.read_schema(path).metadata or {}).get(PROVENANCE_KEY.encode())
+        return json.loads(stored) if stored else None
+    return read_json(path).get(PROVENANCE_KEY)
 
 
 def copy_file(source, path) -> None:
@@ -72,8 +99,14 @@ def _json_default(value):
 def redirect_output_to_log(log_path) -> None:
     """Send this process's stdout and stderr (also of C++ code, e.g. TensorFlow) to the log.
 
-    Line-buffered, so `tail -f` on a rule's log shows progress as it happens.
+    Line-buffered, so `tail -f` on a rule's log shows progress as it happens. Every rule
+    script calls this first, before anything imports TensorFlow, so it also sets
+    TF_CPP_MIN_LOG_LEVEL=2 unless it is set already (set it to 0 to see everything):
+    TensorFlow's C++ INFO and WARNING start-up lines (CPU instructions, CUDA and TensorRT
+    look-ups) stay out of the log, its errors stay in (quantinit.runtime.import_tensorflow
+    also drops those TensorFlow writes before it reads that setting).
     """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     log_file = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
     for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
         stream.flush()

@@ -5,10 +5,14 @@ epoch e is a permutation drawn from (seed, e); the augmentation layers' random s
 reset to a value derived from (seed, e) at the start of every epoch. So a run killed after
 epoch k and resumed from its saved state continues exactly as if it had never stopped.
 
-The resumable state lives in a per-cell folder that is not a Snakemake output:
+The resumable state lives in a folder that is not a Snakemake output, one per cell and
+training configuration (`state_folder`: keyed by the run's fingerprint, so two
+configurations never meet in it), locked while a job uses it (`locked_state`):
     <state_dir>/progress.json         epochs done, history, fingerprint (commit point)
     <state_dir>/epoch<k>.keras        the model with its optimizer state after epoch k
     <state_dir>/snapshots/epoch<E>.keras   inference model at each analysed epoch E
+The train rule deletes it once the cell's outputs are written: it exists only to finish an
+interrupted run, so a rerun of a finished cell trains from scratch.
 
 Preemption: SIGTERM (what SLURM sends before its time limit) stops training at the next
 batch; the unfinished epoch is dropped, the state of the last finished epoch is already on
@@ -18,13 +22,17 @@ disk, and train_cell raises TrainingTerminated so the job exits with an error an
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
+import os
 import shutil
 import signal
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +179,52 @@ def fingerprint(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def state_folder(cell_state_dir: str | Path, run_fingerprint: str) -> Path:
+    """The resume state of one cell under one training configuration."""
+    return Path(cell_state_dir) / run_fingerprint[:16]
+
+
+class StateInUse(RuntimeError):
+    """Another process holds the lock of a training state folder."""
+
+
+@contextmanager
+def locked_state(state_dir: str | Path) -> Iterator[Path]:
+    """Hold the exclusive lock of `state_dir` (the file `<state_dir>.lock` beside it).
+
+    A second job that would resume the same state fails at once with StateInUse naming the
+    holder, instead of both writing one folder. POSIX record locks (fcntl), which network
+    file systems with lock support (NFS v4, Lustre, GPFS) honour across nodes; the kernel
+    releases them when the holder dies, so a killed job leaves no stale lock.
+    """
+    state_dir = Path(state_dir)
+    lock_path = state_dir.with_name(f"{state_dir.name}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise StateInUse(
+                f"the training state {state_dir} is in use by {holder}: the same cell with "
+                "the same configuration is being trained by another job (two Snakemake runs "
+                "with the same state_dir?). Wait for it to finish, or give this run another "
+                "state_dir."
+            ) from None
+        handle.truncate(0)
+        handle.write(
+            f"pid {os.getpid()} on {socket.gethostname()} since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+        )
+        handle.flush()
+        try:
+            yield state_dir
+        finally:
+            handle.truncate(0)
+            fcntl.lockf(handle, fcntl.LOCK_UN)
+
+
 def classify_outcome(history: list[dict], diverged: bool, margin: float, num_classes: int):
     """(status, reason) of a finished run from its per-epoch history."""
     if diverged:
@@ -313,6 +367,7 @@ def train_cell(
     else:
         start_epoch, history, dynamics_rows = 0, [], []
         core = build_core(dtype_policy=precision)
+        initial_weights = core.get_weights()  # the last finite state until epoch 1 ends
         optimizer = keras.optimizers.SGD(
             learning_rate=make_lr_schedule(
                 training["learning_rate"],
@@ -442,11 +497,13 @@ def train_cell(
             )
 
     if diverged:
-        # The weights are now non-finite; keep the last finite state for later stages.
+        # The weights are now non-finite; keep the last finite state for later stages:
+        # the last saved epoch, or the initial weights if the first epoch diverged.
         saved = sorted(state_dir.glob("epoch*.keras"))
         if saved:
             last_core = keras.models.load_model(saved[-1])
         else:
+            core.set_weights(initial_weights)
             last_core = core
         _save_keras_atomic(float32_weights_of(last_core), snapshot_dir / "last.keras")
     status, reason = classify_outcome(

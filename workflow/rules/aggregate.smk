@@ -14,6 +14,10 @@ rule collect_study:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=code_version("collect_study.py"),
+    message:
+        "collecting every cell's metrics, layerwise and dynamics tables"
     script:
         "../scripts/collect_study.py"
 
@@ -44,6 +48,7 @@ rule table2:
         mem_mb=1000,
         runtime=5,
     params:
+        code=code_version("table2.py"),
         include_failed=config["aggregate"]["include_failed"],
     script:
         "../scripts/table2.py"
@@ -69,6 +74,7 @@ rule figure2:
         mem_mb=1000,
         runtime=5,
     params:
+        code=code_version("figure.py"),
         figure="figure2",
         cells=lambda wc: cell_pairs("figure2_cells"),
     script:
@@ -95,6 +101,7 @@ rule figure3:
         mem_mb=1000,
         runtime=5,
     params:
+        code=code_version("figure.py"),
         figure="figure3",
         cells=lambda wc: cell_pairs("figure3_cells"),
     script:
@@ -124,6 +131,7 @@ rule dynamics_figure:
         mem_mb=1000,
         runtime=5,
     params:
+        code=code_version("figure.py"),
         figure="dynamics",
     script:
         "../scripts/figure.py"
@@ -147,6 +155,7 @@ rule degradation_heatmap:
         mem_mb=1000,
         runtime=5,
     params:
+        code=code_version("figure.py"),
         figure="heatmap",
     script:
         "../scripts/figure.py"
@@ -170,6 +179,7 @@ rule accuracy_vs_epoch:
         mem_mb=1000,
         runtime=5,
     params:
+        code=code_version("figure.py"),
         figure="accuracy_vs_epoch",
     script:
         "../scripts/figure.py"
@@ -189,6 +199,10 @@ rule collect_sensitivity:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=code_version("collect_study.py"),
+    message:
+        "collecting every cell's quant_error and sensitivity tables"
     script:
         "../scripts/collect_study.py"
 
@@ -210,6 +224,8 @@ rule most_sensitive:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        code=code_version("most_sensitive.py"),
     script:
         "../scripts/most_sensitive.py"
 
@@ -234,6 +250,7 @@ rule sensitivity_figure:
         mem_mb=1000,
         runtime=5,
     params:
+        code=code_version("figure.py"),
         figure="sensitivity",
     script:
         "../scripts/figure.py"

@@ -16,6 +16,8 @@ rule fold_bn:
         mem_mb=analysis_resource("mem_mb"),
         runtime=analysis_resource("runtime"),
         gpu=analysis_resource("gpu"),
+    params:
+        code=code_version("fold_bn.py"),
     script:
         "../scripts/fold_bn.py"
 
@@ -40,6 +42,7 @@ rule calibrate:
         runtime=analysis_resource("runtime"),
         gpu=analysis_resource("gpu"),
     params:
+        code=code_version("calibrate.py"),
         calibration=config["calibration"],
         bits=config["quantization"]["bits"],
     script:
@@ -68,6 +71,7 @@ rule quantize:
         runtime=analysis_resource("runtime"),
         gpu=analysis_resource("gpu"),
     params:
+        code=code_version("quantize.py"),
         quantization=config["quantization"],
         calibration=config["calibration"],
         tflite=config["evaluation"]["tflite"],
@@ -97,6 +101,7 @@ rule evaluate:
         runtime=analysis_resource("runtime"),
         gpu=analysis_resource("gpu"),
     params:
+        code=code_version("evaluate.py"),
         quantization=config["quantization"],
         evaluation=config["evaluation"],
     script:
@@ -120,6 +125,7 @@ rule layerwise:
         mem_mb=1000,
         runtime=10,
     params:
+        code=code_version("layerwise.py"),
         bits=config["quantization"]["bits"],
     script:
         "../scripts/layerwise.py"
@@ -148,6 +154,7 @@ rule quant_sensitivity:
         runtime=analysis_resource("runtime"),
         gpu=analysis_resource("gpu"),
     params:
+        code=code_version("quant_sensitivity.py"),
         quantization=config["quantization"],
         num_images=config["sensitivity"]["num_images"],
         qce_epsilon=config["evaluation"]["qce_epsilon"],

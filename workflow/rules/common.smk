@@ -1,12 +1,27 @@
 import os
+import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
 
 validate(config, "../../config/schema.yaml")
+
+# Constraints across keys (sample counts vs the data set's size, ...) are checked here too,
+# before the DAG is built; this process imports the library from src/ for that and for
+# the rules' code hashes.
+if str(Path(workflow.basedir) / "src") not in sys.path:
+    sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from quantinit.config_checks import ConfigError, check_config
+from quantinit.provenance import code_hash
+
+try:
+    check_config(config)
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
 
 # Rule scripts import the project's library from src/ (also without `pip install -e .`);
 # jobs inherit this environment, locally and on a cluster.
@@ -39,20 +54,12 @@ INITIALIZERS = [
     "HeNorm",
 ]
 
+SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
+
 RESULTS = config["results_dir"]
 STATE = config["state_dir"]
 EPOCHS = config["training"]["epochs"]
 ANALYZE_EPOCHS = sorted(set(config["training"]["analyze_epochs"] or [EPOCHS]))
-if ANALYZE_EPOCHS[-1] > EPOCHS:
-    raise ValueError(
-        f"config: training.analyze_epochs {ANALYZE_EPOCHS} lists epochs after the last "
-        f"training epoch (training.epochs = {EPOCHS})"
-    )
-if config["training"]["jit_compile"] and config["training"]["deterministic"]:
-    raise ValueError(
-        "config: training.jit_compile: true needs training.deterministic: false "
-        "(Keras does not compile with XLA under TensorFlow's op determinism)"
-    )
 
 CELL = f"{RESULTS}/{{arch}}/{{init}}/seed{{seed}}"
 TRAIN_DIR = f"{CELL}/train"
@@ -91,19 +98,16 @@ def expand_cells(pattern, **extra):
     ]
 
 
-def per_cell_results():
-    """Every cell's final per-cell outputs (the rest of each chain follows from them)."""
-    names = ["metrics", "layerwise"]
-    if config["sensitivity"]["enabled"]:
-        names += ["quant_error", "sensitivity"]
-    return [
-        path for name in names for path in expand_cells(f"{EPOCH_DIR}/{name}.parquet")
-    ]
-
-
 def init_settings(wildcards):
     """Only this cell's initializer settings, so editing one reruns only its cells."""
     return config["initializer_settings"].get(wildcards.init, {})
+
+
+def code_version(script):
+    """A hash of `script` and of every library module it imports, the `code` param of its
+    job. Snakemake's code trigger sees only the script; through this param a change in the
+    library reruns the jobs whose code it is (and what follows them)."""
+    return code_hash(SCRIPTS / script)
 
 
 def train_resource(name):

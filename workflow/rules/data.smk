@@ -13,6 +13,7 @@ rule prepare_data:
         mem_mb=4000,
         runtime=30,
     params:
+        code=code_version("prepare_data.py"),
         data=config["data"],
     script:
         "../scripts/prepare_data.py"

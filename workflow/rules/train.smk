@@ -19,12 +19,12 @@ rule train:
         runtime=train_resource("runtime"),
         gpu=train_resource("gpu"),
     params:
+        code=code_version("train.py"),
         init_settings=init_settings,
         model=config["model"],
         training=config["training"],
         analyze_epochs=ANALYZE_EPOCHS,
         dynamics=config["dynamics"],
-        percentile=config["calibration"]["percentile"],
         state_dir=lambda wc: f"{STATE}/{wc.arch}/{wc.init}/seed{wc.seed}",
     script:
         "../scripts/train.py"
@@ -46,5 +46,7 @@ rule export_checkpoint:
     resources:
         mem_mb=500,
         runtime=5,
+    params:
+        code=code_version("export_checkpoint.py"),
     script:
         "../scripts/export_checkpoint.py"

@@ -1,14 +1,20 @@
-"""Rule train: train one cell (resuming from its saved state), write history and status."""
+"""Rule train: train one cell (finishing an interrupted run from its state), write outputs."""
 
 import functools
+import shutil
 import sys
-from pathlib import Path
 
 import pandas as pd
 
 from quantinit.data import load_dataset
 from quantinit.io import copy_tree, read_json, redirect_output_to_log, write_json, write_parquet
-from quantinit.training import TrainingTerminated, fingerprint, train_cell
+from quantinit.training import (
+    TrainingTerminated,
+    fingerprint,
+    locked_state,
+    state_folder,
+    train_cell,
+)
 
 redirect_output_to_log(snakemake.log[0])
 
@@ -23,16 +29,14 @@ model_config, training = snakemake.params.model, snakemake.params.training
 data_checksum = read_json(snakemake.input.metadata)["checksum"]
 dataset = load_dataset(snakemake.input.dataset)
 
+# Every parameter of the rule (its code hash included) and the data: whatever makes
+# Snakemake rerun this job also gives it a fresh state folder.
 run = {
     "arch": arch,
     "init": init,
-    "init_settings": snakemake.params.init_settings,
     "seed": seed,
-    "model": model_config,
-    "training": training,
-    "analyze_epochs": snakemake.params.analyze_epochs,
-    "dynamics": snakemake.params.dynamics,
     "data_checksum": data_checksum,
+    **{name: value for name, value in snakemake.params.items() if name != "state_dir"},
 }
 print(f"cell {arch} / {init} / seed {seed}", flush=True)
 build_core = functools.partial(
@@ -54,39 +58,45 @@ if dynamics_settings["enabled"]:
     from quantinit.analysis import LayerDynamics
     from quantinit.tables import calibration_indices
 
-    probe_size = min(dynamics_settings["probe_samples"], len(dataset.x_train))
+    probe_size = dynamics_settings["probe_samples"]  # <= the training set: checked in the DAG
     probe = dataset.x_train[calibration_indices(len(dataset.x_train), probe_size, seed + 1)]
-    percentile = snakemake.params.percentile
 
     def record_dynamics(core):
-        return LayerDynamics(core, probe, percentile)
+        return LayerDynamics(core, probe, dynamics_settings["percentile"])
 
 
-state_dir = Path(snakemake.params.state_dir)
-try:
-    result = train_cell(
-        build_core,
-        dataset.x_train,
-        dataset.y_train,
-        dataset.x_test,
-        dataset.y_test,
-        training=training,
-        seed=seed,
-        state_dir=state_dir,
-        run_fingerprint=fingerprint(run),
-        analyze_epochs=snakemake.params.analyze_epochs,
-        dynamics=record_dynamics,
+run_fingerprint = fingerprint(run)
+state_dir = state_folder(snakemake.params.state_dir, run_fingerprint)
+with locked_state(state_dir):
+    print(f"training state: {state_dir}", flush=True)
+    try:
+        result = train_cell(
+            build_core,
+            dataset.x_train,
+            dataset.y_train,
+            dataset.x_test,
+            dataset.y_test,
+            training=training,
+            seed=seed,
+            state_dir=state_dir,
+            run_fingerprint=run_fingerprint,
+            analyze_epochs=snakemake.params.analyze_epochs,
+            dynamics=record_dynamics,
+        )
+    except TrainingTerminated as stopped:
+        print(stopped, flush=True)
+        sys.exit(128 + 15)  # as if killed by SIGTERM: the job fails, a retry resumes
+    dynamics = pd.DataFrame(result.pop("dynamics"))
+
+    history = pd.DataFrame(result.pop("history")).assign(arch=arch, init=init, seed=seed)
+    copy_tree(state_dir / "snapshots", snakemake.output.snapshots)
+    write_parquet(history, snakemake.output.history)
+    write_parquet(dynamics.assign(arch=arch, init=init, seed=seed), snakemake.output.dynamics)
+    write_json(
+        {"arch": arch, "init": init, "seed": seed, "data_checksum": data_checksum, **result},
+        snakemake.output.status,
     )
-except TrainingTerminated as stopped:
-    print(stopped, flush=True)
-    sys.exit(128 + 15)  # as if killed by SIGTERM: the job fails, a retry resumes
-dynamics = pd.DataFrame(result.pop("dynamics"))
-
-history = pd.DataFrame(result.pop("history")).assign(arch=arch, init=init, seed=seed)
-copy_tree(state_dir / "snapshots", snakemake.output.snapshots)
-write_parquet(history, snakemake.output.history)
-write_parquet(dynamics.assign(arch=arch, init=init, seed=seed), snakemake.output.dynamics)
-write_json(
-    {"arch": arch, "init": init, "seed": seed, "data_checksum": data_checksum, **result},
-    snakemake.output.status,
-)
+    # The state served only to finish an interrupted run: a rerun of this finished job
+    # (changed input, --forcerun) must train from scratch.
+    shutil.rmtree(state_dir)
+    print(f"outputs written; training state {state_dir} removed", flush=True)

@@ -1,0 +1,132 @@
+"""Which code made a result: per-rule code hashes (rerun triggers) and output provenance.
+
+Snakemake reruns a rule when its script changes, not when the library the script imports
+changes. Each rule therefore gets a parameter `code`: a hash of its script and of every
+`quantinit` module it can reach through imports (found statically, lazy imports inside
+functions included). A changed parameter makes Snakemake rerun the rule and, through file
+times, everything downstream. The hash is taken over the parsed code without docstrings,
+so editing a comment or a docstring does not retrain 48 cells; any change to what the code
+does, does.
+
+`provenance()` describes the code that wrote an output (package version, sha256 of the
+library's source files, git commit and whether the tree had changes); io's writers store it
+in every Parquet file's metadata and every JSON output.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+PACKAGE = "quantinit"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def _imported_modules(tree: ast.AST, package_dir: Path) -> set[str]:
+    """Names of the package's modules imported anywhere in `tree` (e.g. {"training"})."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.level:  # relative import inside the package
+                names = [f"{PACKAGE}.{node.module}"]
+            else:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level:  # from . import x
+            names = [f"{PACKAGE}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == PACKAGE and len(parts) > 1 and (package_dir / f"{parts[1]}.py").exists():
+                found.add(parts[1])
+    return found
+
+
+def module_closure(script: str | Path, package_dir: Path = PACKAGE_DIR) -> list[str]:
+    """Every package module `script` can import, directly or through other modules."""
+    pending = _imported_modules(ast.parse(Path(script).read_text()), package_dir)
+    seen: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        source = (package_dir / f"{name}.py").read_text()
+        pending |= _imported_modules(ast.parse(source), package_dir) - seen
+    return sorted(seen)
+
+
+def _normalized(path: Path) -> str:
+    return ast.dump(_strip_docstrings(ast.parse(path.read_text())))
+
+
+@functools.cache
+def code_hash(script: str | Path, package_dir: Path = PACKAGE_DIR) -> str:
+    """Hash of what `script` runs: itself and its package modules, docstrings aside."""
+    digest = hashlib.sha256()
+    files = [
+        ("script", Path(script)),
+        ("__init__", package_dir / "__init__.py"),
+        *((name, package_dir / f"{name}.py") for name in module_closure(script, package_dir)),
+    ]
+    for name, path in files:
+        digest.update(f"{name}\0{_normalized(path)}\0".encode())
+    return digest.hexdigest()[:16]
+
+
+def library_sha256(package_dir: Path = PACKAGE_DIR) -> str:
+    """sha256 over the library's source files, byte for byte, in name order."""
+    digest = hashlib.sha256()
+    for path in sorted(package_dir.glob("*.py")):
+        digest.update(f"{path.name}\0".encode() + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _git(*args: str) -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(PACKAGE_DIR), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+@functools.cache
+def provenance() -> dict:
+    """The code that is writing this process's outputs."""
+    try:
+        version = metadata.version(PACKAGE)
+    except metadata.PackageNotFoundError:  # run from src/ without installing
+        version = None
+    commit = _git("rev-parse", "HEAD")
+    changes = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {
+        "quantinit_version": version,
+        "library_sha256": library_sha256(),
+        "git_commit": commit,
+        "git_dirty": bool(changes) if commit else None,
+    }
