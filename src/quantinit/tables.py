@@ -396,6 +396,12 @@ def schema_markdown() -> str:
         "the tests check files written by a real run against the same schemas. Each file",
         "lives in `results/<arch>/<init>/seed<seed>/epoch<E>/`. A diverged cell's files keep",
         "every column, with nulls where nothing could be measured.",
+        "",
+        "Every Parquet file the workflow writes also carries, in its schema metadata under",
+        "`quantinit_provenance`, a JSON object naming the code that wrote it:",
+        "`quantinit_version`, `library_sha256` (sha256 of the library's sources),",
+        "`git_commit` and `git_dirty` (null outside a git checkout);",
+        "`quantinit.io.read_provenance(path)` reads it.",
     ]
     for table, columns in SCHEMAS.items():
         lines += ["", f"## {table}.parquet", "", "| column | type | meaning |"]
