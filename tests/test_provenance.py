@@ -9,7 +9,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from quantinit.io import PROVENANCE_KEY, read_provenance, write_json, write_parquet
-from quantinit.provenance import code_hash, library_sha256, module_closure, provenance
+from quantinit.provenance import (
+    code_hash,
+    code_hashes,
+    library_sha256,
+    module_closure,
+    provenance,
+)
 
 from conftest import REPO
 
@@ -42,17 +48,24 @@ def test_closure_follows_imports_lazy_ones_too(package):
 
 def test_code_hash_changes_with_reachable_code_only(package):
     script, package_dir = package
-    before = code_hash.__wrapped__(script, package_dir)
+    before = code_hash(script, package_dir)
     (package_dir / "unused.py").write_text("VALUE = 3\n")
-    assert code_hash.__wrapped__(script, package_dir) == before
+    assert code_hash(script, package_dir) == before
     # docstrings and comments are not what the code does
     (package_dir / "first.py").write_text(
         '"""First, reworded."""\n\n\ndef f():\n    """Call g."""\n    # lazily\n'
         "    from quantinit.second import g\n\n    return g()\n"
     )
-    assert code_hash.__wrapped__(script, package_dir) == before
+    assert code_hash(script, package_dir) == before
     (package_dir / "third.py").write_text("VALUE = 10\n")  # two imports away
-    assert code_hash.__wrapped__(script, package_dir) != before
+    assert code_hash(script, package_dir) != before
+
+
+def test_hashing_scripts_together_equals_one_by_one():
+    scripts = sorted(SCRIPTS.glob("*.py"))
+    together = code_hashes(scripts)
+    assert together == {script: code_hash(script) for script in scripts}
+    assert len(set(together.values())) == len(scripts)
 
 
 def test_stages_reach_only_the_modules_they_run():

@@ -62,36 +62,60 @@ def _imported_modules(tree: ast.AST, package_dir: Path) -> set[str]:
     return found
 
 
+def _parsed(path: Path, package_dir: Path) -> tuple[set[str], str]:
+    """(package modules `path` imports, its code without docstrings as a string)."""
+    tree = ast.parse(path.read_text())
+    return _imported_modules(tree, package_dir), ast.dump(_strip_docstrings(tree))
+
+
 def module_closure(script: str | Path, package_dir: Path = PACKAGE_DIR) -> list[str]:
     """Every package module `script` can import, directly or through other modules."""
-    pending = _imported_modules(ast.parse(Path(script).read_text()), package_dir)
-    seen: set[str] = set()
+    return sorted(_closure(Path(script), package_dir, {}))
+
+
+def _closure(script: Path, package_dir: Path, parsed: dict) -> set[str]:
+    """module_closure, parsing each file once into `parsed` ({path: _parsed(path)})."""
+
+    def parse(path):
+        if path not in parsed:
+            parsed[path] = _parsed(path, package_dir)
+        return parsed[path]
+
+    pending, seen = set(parse(script)[0]), set()
     while pending:
         name = pending.pop()
-        if name in seen:
-            continue
         seen.add(name)
-        source = (package_dir / f"{name}.py").read_text()
-        pending |= _imported_modules(ast.parse(source), package_dir) - seen
-    return sorted(seen)
+        pending |= parse(package_dir / f"{name}.py")[0] - seen
+    return seen
 
 
-def _normalized(path: Path) -> str:
-    return ast.dump(_strip_docstrings(ast.parse(path.read_text())))
+def code_hashes(scripts, package_dir: Path = PACKAGE_DIR) -> dict[Path, str]:
+    """{script: hash of what it runs (itself and its package modules, docstrings aside)}.
+
+    Each file is parsed once for all scripts (the workflow hashes every rule's script each
+    time Snakemake builds its DAG).
+    """
+    parsed: dict[Path, tuple[set[str], str]] = {}
+    hashes = {}
+    for script in map(Path, scripts):
+        modules = sorted(_closure(script, package_dir, parsed))
+        files = [
+            ("script", script),
+            ("__init__", package_dir / "__init__.py"),
+            *((name, package_dir / f"{name}.py") for name in modules),
+        ]
+        digest = hashlib.sha256()
+        for name, path in files:
+            if path not in parsed:
+                parsed[path] = _parsed(path, package_dir)
+            digest.update(f"{name}\0{parsed[path][1]}\0".encode())
+        hashes[script] = digest.hexdigest()[:16]
+    return hashes
 
 
-@functools.cache
 def code_hash(script: str | Path, package_dir: Path = PACKAGE_DIR) -> str:
     """Hash of what `script` runs: itself and its package modules, docstrings aside."""
-    digest = hashlib.sha256()
-    files = [
-        ("script", Path(script)),
-        ("__init__", package_dir / "__init__.py"),
-        *((name, package_dir / f"{name}.py") for name in module_closure(script, package_dir)),
-    ]
-    for name, path in files:
-        digest.update(f"{name}\0{_normalized(path)}\0".encode())
-    return digest.hexdigest()[:16]
+    return code_hashes([script], package_dir)[Path(script)]
 
 
 def library_sha256(package_dir: Path = PACKAGE_DIR) -> str:

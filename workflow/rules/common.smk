@@ -16,7 +16,7 @@ validate(config, "../../config/schema.yaml")
 if str(Path(workflow.basedir) / "src") not in sys.path:
     sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from quantinit.config_checks import ConfigError, check_config
-from quantinit.provenance import code_hash
+from quantinit.provenance import code_hashes
 
 try:
     check_config(config)
@@ -55,6 +55,7 @@ INITIALIZERS = [
 ]
 
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
+CODE_HASHES = code_hashes(sorted(SCRIPTS.glob("*.py")))
 
 RESULTS = config["results_dir"]
 STATE = config["state_dir"]
@@ -107,7 +108,7 @@ def code_version(script):
     """A hash of `script` and of every library module it imports, the `code` param of its
     job. Snakemake's code trigger sees only the script; through this param a change in the
     library reruns the jobs whose code it is (and what follows them)."""
-    return code_hash(SCRIPTS / script)
+    return CODE_HASHES[SCRIPTS / script]
 
 
 def train_resource(name):
