@@ -33,8 +33,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 SNAKEFILE = REPO / "Snakefile"
+if str(SRC) not in sys.path:  # allow `python benchmarks/run.py`
+    sys.path.insert(0, str(SRC))
 
-ARCHITECTURES = ["Regular_Conv_With_BN", "Regular_Conv_No_BN", "DWS_Conv_With_BN", "DWS_Conv_No_BN"]
+from quantinit.registry import ARCHITECTURES as ARCHITECTURE_SPECS  # noqa: E402
+
+ARCHITECTURES = list(ARCHITECTURE_SPECS)
 # Per-cell stages after training, in workflow order, and which of them import TensorFlow.
 ANALYSIS_STAGES = [
     "export_checkpoint",
@@ -1078,6 +1082,4 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     # Keep workers' TensorFlow C++ chatter out of the output; allow `python benchmarks/run.py`.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if str(SRC) not in sys.path:
-        sys.path.insert(0, str(SRC))
     sys.exit(main())

@@ -12,8 +12,9 @@ from quantinit.analysis import (
     kernel_layers,
     quantized_tensors,
 )
-from quantinit.models import ARCHITECTURES, build_model, weighted_layers
+from quantinit.models import build_model, weighted_layers
 from quantinit.quantization import fake_quant_reference
+from quantinit.registry import ARCHITECTURES
 from quantinit.stats import average_channel_precision, percentile_range, softmax
 
 SMALL = dict(width_multiplier=0.25, dense=(32, 16))

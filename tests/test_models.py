@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from quantinit.models import ARCHITECTURES, build_model, weighted_layers
+from quantinit.models import build_model, weighted_layers
+from quantinit.registry import ARCHITECTURES
 
 STAGES = ((32,), (64, 64), (128, 128))
 

@@ -11,21 +11,9 @@ import math
 import numpy as np
 import pandas as pd
 
-ARCH_ORDER = ["DWS_Conv_No_BN", "DWS_Conv_With_BN", "Regular_Conv_No_BN", "Regular_Conv_With_BN"]
-INIT_ORDER = [
-    "GlorotNorm",
-    "GlorotUni",
-    "ModGlorotUni_Large",
-    "ModGlorotUni_Med",
-    "HeNorm",
-    "HeUni",
-    "RandNorm_Large",
-    "RandNorm_Med",
-    "RandNorm_Small",
-    "RandUni_Large",
-    "RandUni_Med",
-    "RandUni_Small",
-]
+from quantinit.registry import STATUS_DIVERGED, table2_order
+
+ARCH_ORDER, INIT_ORDER = table2_order()
 # metrics.parquet column -> Table 2 column
 TABLE2_COLUMNS = {
     "fp32_accuracy": "FP32 Accuracy",
@@ -82,7 +70,7 @@ def table2(metrics: pd.DataFrame, include_failed: bool = True) -> pd.DataFrame:
     rows = []
     for (arch, init), group in final_epoch(metrics).groupby(["arch", "init"], sort=False):
         row = {"arch": arch, "init": init, "Network": cell_name(arch, init)}
-        measured = group[group["status"] != "diverged"]
+        measured = group[group["status"] != STATUS_DIVERGED]
         for column, title in TABLE2_COLUMNS.items():
             values = measured[column].astype(float).dropna()
             row[title] = values.mean() if len(values) else np.nan

@@ -36,9 +36,10 @@ import pandas as pd
 
 from quantinit.aggregate import ARCH_ORDER, INIT_ORDER, cell_name
 from quantinit.io import atomic_path
+from quantinit.registry import STATUS_DIVERGED, STATUS_NOT_LEARNING
 
 # How a failed cell is written in the heatmap instead of a number.
-STATUS_TEXT = {"diverged": "diverged", "not_learning": "no learn"}
+STATUS_TEXT = {STATUS_DIVERGED: "diverged", STATUS_NOT_LEARNING: "no learn"}
 VALUE_LABELS = {
     "percent_accuracy_decrease": "accuracy decrease fp32 → quint8 (% of fp32 accuracy)",
     "qmse": "QMSE (fp32 vs quint8 softmax outputs)",

@@ -14,12 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ARCHITECTURES = (
-    "Regular_Conv_With_BN",
-    "Regular_Conv_No_BN",
-    "DWS_Conv_With_BN",
-    "DWS_Conv_No_BN",
-)
+from quantinit.registry import architecture
+
 NUM_CLASSES = 10
 INPUT_SHAPE = (32, 32, 3)
 
@@ -37,9 +33,8 @@ class WeightedLayer:
 
 def architecture_traits(arch: str) -> tuple[bool, bool]:
     """(depthwise_separable, batchnorm) of an architecture name."""
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; allowed: {', '.join(ARCHITECTURES)}")
-    return arch.startswith("DWS"), arch.endswith("With_BN")
+    spec = architecture(arch)
+    return spec.separable, spec.batchnorm
 
 
 def scaled_width(width: int, multiplier: float) -> int:

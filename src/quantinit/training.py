@@ -38,10 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from quantinit.io import atomic_path, write_json
-
-STATUS_OK = "ok"
-STATUS_DIVERGED = "diverged"
-STATUS_NOT_LEARNING = "not_learning"
+from quantinit.registry import STATUS_DIVERGED, STATUS_NOT_LEARNING, STATUS_OK
 
 
 class TrainingTerminated(Exception):

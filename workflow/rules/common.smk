@@ -17,6 +17,7 @@ if str(Path(workflow.basedir) / "src") not in sys.path:
     sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from quantinit.config_checks import ConfigError, check_config
 from quantinit.provenance import code_hashes
+from quantinit.registry import ARCHITECTURES, INITIALIZERS
 
 try:
     check_config(config)
@@ -33,26 +34,6 @@ os.environ.update(
     )
 )
 
-ARCHITECTURES = [
-    "Regular_Conv_With_BN",
-    "Regular_Conv_No_BN",
-    "DWS_Conv_With_BN",
-    "DWS_Conv_No_BN",
-]
-INITIALIZERS = [
-    "RandNorm_Large",
-    "RandNorm_Med",
-    "RandNorm_Small",
-    "RandUni_Large",
-    "RandUni_Med",
-    "RandUni_Small",
-    "ModGlorotUni_Large",
-    "ModGlorotUni_Med",
-    "GlorotUni",
-    "GlorotNorm",
-    "HeUni",
-    "HeNorm",
-]
 
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
 CODE_HASHES = code_hashes(sorted(SCRIPTS.glob("*.py")))

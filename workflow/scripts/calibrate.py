@@ -2,6 +2,7 @@
 
 from quantinit.data import load_dataset
 from quantinit.io import read_json, redirect_output_to_log
+from quantinit.registry import STATUS_DIVERGED
 from quantinit.tables import (
     calibration_indices,
     calibration_table,
@@ -17,7 +18,7 @@ layers, _, _ = load_weights(snakemake.input.weights)
 kinds = tensor_kinds(layers)
 settings = snakemake.params.calibration
 
-if cell["status"] == "diverged":
+if cell["status"] == STATUS_DIVERGED:
     print("cell diverged in training: no calibration, rows carry the status")
     table = placeholder_rows(kinds.items(), "tensor")
 else:

@@ -5,13 +5,14 @@ from pathlib import Path
 import pandas as pd
 
 from quantinit.io import read_json, redirect_output_to_log
+from quantinit.registry import STATUS_DIVERGED
 from quantinit.tables import metrics_row, write_table
 
 redirect_output_to_log(snakemake.log[0])
 cell = read_json(snakemake.input.cell)
 settings = snakemake.params.evaluation
 
-if cell["status"] == "diverged":
+if cell["status"] == STATUS_DIVERGED:
     print("cell diverged in training: metrics left empty")
     row = {}
 else:

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from quantinit.io import copy_file, read_json, redirect_output_to_log, write_json
-from quantinit.training import STATUS_DIVERGED
+from quantinit.registry import STATUS_DIVERGED
 
 redirect_output_to_log(snakemake.log[0])
 status = read_json(snakemake.input.status)

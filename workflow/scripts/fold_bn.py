@@ -3,6 +3,7 @@
 import numpy as np
 
 from quantinit.io import atomic_path, read_json, redirect_output_to_log
+from quantinit.registry import STATUS_DIVERGED
 from quantinit.tables import save_weights
 
 redirect_output_to_log(snakemake.log[0])
@@ -23,7 +24,7 @@ trained = {layer.name: model.get_layer(layer.name).get_weights()[0] for layer in
 folded_bn = [layer.name for layer in layers if layer.batchnorm]
 print(f"folded {len(folded_bn)} BatchNorm layers into {folded_bn or 'none'}")
 
-if cell["status"] != "diverged":
+if cell["status"] != STATUS_DIVERGED:
     probe = np.random.default_rng(0).uniform(0, 255, (64, 32, 32, 3)).astype("float32")
     logits = [keras.Model(m.input, m.get_layer("logits").output) for m in (model, folded)]
     original, refolded = (np.asarray(m.predict(probe, verbose=0)) for m in logits)

@@ -3,6 +3,7 @@
 import pandas as pd
 
 from quantinit.io import read_json, redirect_output_to_log
+from quantinit.registry import STATUS_DIVERGED
 from quantinit.tables import (
     layerwise_table,
     load_weights,
@@ -14,7 +15,7 @@ redirect_output_to_log(snakemake.log[0])
 cell = read_json(snakemake.input.cell)
 layers, trained, folded = load_weights(snakemake.input.weights)
 
-if cell["status"] == "diverged":
+if cell["status"] == STATUS_DIVERGED:
     print("cell diverged in training: rows carry the status, statistics left empty")
     table = placeholder_rows(((layer.name, layer.kind) for layer in layers), "layer")
 else:

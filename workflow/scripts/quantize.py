@@ -5,6 +5,7 @@ from pathlib import Path
 import pandas as pd
 
 from quantinit.io import atomic_path, read_json, redirect_output_to_log
+from quantinit.registry import STATUS_DIVERGED
 from quantinit.tables import activation_bounds, load_weights, quantization_table, write_table
 
 redirect_output_to_log(snakemake.log[0])
@@ -13,7 +14,7 @@ scheme = snakemake.params.quantization
 layers, _, folded = load_weights(snakemake.input.weights)
 kinds = {layer.name: layer.kind for layer in layers}
 
-if cell["status"] == "diverged":
+if cell["status"] == STATUS_DIVERGED:
     print("cell diverged in training: nothing to quantize")
     table = pd.DataFrame()
     tflite_model = b""

@@ -1,0 +1,76 @@
+"""The study's names live in quantinit.registry; every other list must agree with it."""
+
+import pytest
+import yaml
+
+from quantinit import aggregate, initializers, models
+from quantinit.registry import (
+    ARCHITECTURES,
+    INITIALIZERS,
+    architecture,
+    initializer,
+    table2_order,
+)
+
+from conftest import REPO
+
+SCHEMA = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+
+
+def test_the_schema_allows_exactly_the_registered_names():
+    properties, cell = SCHEMA["properties"], SCHEMA["$defs"]["cell"]["properties"]
+    for names, registered in (
+        (properties["architectures"]["items"]["enum"], ARCHITECTURES),
+        (properties["architectures"]["default"], ARCHITECTURES),
+        (cell["arch"]["enum"], ARCHITECTURES),
+        (properties["initializers"]["items"]["enum"], INITIALIZERS),
+        (properties["initializers"]["default"], INITIALIZERS),
+        (cell["init"]["enum"], INITIALIZERS),
+    ):
+        assert names == list(registered)
+
+
+def test_the_schema_defaults_are_table_1s_settings():
+    settings = SCHEMA["properties"]["initializer_settings"]["properties"]
+    assert {name: entry["default"] for name, entry in settings.items()} == {
+        name: init.defaults for name, init in INITIALIZERS.items() if init.defaults
+    }
+
+
+def test_the_full_study_config_lists_every_registered_name():
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert config["architectures"] == list(ARCHITECTURES)
+    assert config["initializers"] == list(INITIALIZERS)
+
+
+def test_the_library_reads_the_registry():
+    assert initializers.INITIALIZER_NAMES == tuple(INITIALIZERS)
+    assert (aggregate.ARCH_ORDER, aggregate.INIT_ORDER) == table2_order()
+
+
+def test_table2_order_is_the_papers():
+    """As the paper's Table 2 lists its rows (reference/paper_table2.csv, its own order)."""
+    import pandas as pd
+
+    paper = pd.read_csv(REPO / "reference" / "paper_table2.csv", comment="#")
+    archs, inits = table2_order()
+    rank = {
+        f"{arch}_{init}": (a, i) for a, arch in enumerate(archs) for i, init in enumerate(inits)
+    }
+    names = [name for name in paper.iloc[:, 0] if name in rank]
+    assert len(names) == len(paper) and names == sorted(names, key=rank.__getitem__)
+
+
+def test_traits_of_each_architecture_match_its_name():
+    for name, spec in ARCHITECTURES.items():
+        assert spec.separable == name.startswith("DWS") and spec.batchnorm == name.endswith(
+            "With_BN"
+        )
+        assert models.architecture_traits(name) == (spec.separable, spec.batchnorm)
+
+
+def test_unknown_names_are_refused_with_the_allowed_ones():
+    with pytest.raises(ValueError, match="unknown architecture 'VGG16'; allowed: Regular_Conv"):
+        architecture("VGG16")
+    with pytest.raises(ValueError, match="unknown initializer 'Lecun'; allowed: RandNorm_Large"):
+        initializer("Lecun")
