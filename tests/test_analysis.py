@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 
 from quantinit.analysis import (
+    FoldingError,
     LayerDynamics,
     build_quantized_model,
     capture,
+    check_folding,
     fold_model,
     kernel_layers,
     quantized_tensors,
@@ -67,6 +69,30 @@ def test_folded_model_gives_the_same_logits(arch):
     np.testing.assert_array_equal(
         folded.get_layer(second).get_weights()[0], weights[second]["kernel"]
     )
+
+
+def test_folding_check_passes_a_fold_and_fails_a_wrong_one():
+    model = build_model("Regular_Conv_With_BN", "HeUni", 0, **SMALL)
+    randomize_batchnorm(model)
+    folded, _ = fold_model(model)
+    assert check_folding(model, folded, images(16)) < 1e-4
+    layer = kernel_layers(model)[3].name  # a BN-folded conv in the middle of the network
+    kernel, bias = folded.get_layer(layer).get_weights()
+    folded.get_layer(layer).set_weights([kernel, bias + 0.5])  # a misplaced BN shift
+    with pytest.raises(FoldingError, match="folding is wrong for this model"):
+        check_folding(model, folded, images(16))
+
+
+def test_folding_check_accepts_an_exploded_network_that_folds_to_itself():
+    """Finite weights, infinite logits (seen: Regular_Conv_No_BN with 1e17 ranges)."""
+    model = build_model("Regular_Conv_No_BN", "RandNorm_Large", 0, **SMALL)
+    for name in ("fc1", "logits"):
+        layer = model.get_layer(name)
+        layer.set_weights([w * 1e30 for w in layer.get_weights()])
+    folded, _ = fold_model(model)
+    logits = capture(model, images(4), ["logits"])["logits"]
+    assert not np.isfinite(logits).all()
+    assert check_folding(model, folded, images(4)) == 0
 
 
 def test_model_without_batchnorm_folds_to_itself():
