@@ -255,6 +255,19 @@ def test_degradation_heatmap_partial_failure_and_other_value(tmp_path, metrics):
         degradation_heatmap(metrics, [tmp_path / "q.png"], value="qce")
 
 
+def test_degradation_heatmap_shows_table_2s_epoch(tmp_path, metrics):
+    """With two analysed epochs the heatmap and Table 2 show the same (last) epoch."""
+    from quantinit.aggregate import table2
+
+    earlier = metrics.assign(epoch=1, percent_accuracy_decrease=99.0)
+    both = pd.concat([earlier, metrics], ignore_index=True)  # the earlier epoch first
+    fig = degradation_heatmap(both, [tmp_path / "h.png"])
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "11" in texts and "99" not in texts  # HeUni: the mean of epoch 3's 10 and 12
+    table = table2(both.assign(qmse=0.0, qce=0.0, tflite_int8_accuracy=0.0)).set_index("Network")
+    assert table.loc["DWS_Conv_With_BN_HeUni", "Percent Accuracy Decrease"] == 11
+
+
 def test_accuracy_vs_epoch_lines(tmp_path, metrics):
     later = metrics.assign(epoch=6, quint8_accuracy=metrics.quint8_accuracy - 5)
     paths = _paths(tmp_path, "acc")

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from quantinit.aggregate import ARCH_ORDER, INIT_ORDER, cell_name
+from quantinit.aggregate import ARCH_ORDER, INIT_ORDER, cell_name, final_epoch
 from quantinit.io import atomic_path
 from quantinit.registry import STATUS_DIVERGED, STATUS_NOT_LEARNING
 
@@ -568,6 +568,7 @@ def degradation_heatmap(
 ):
     """Architectures (rows) x initializers (columns) heatmap of ``value``, annotated.
 
+    Each seed counts with its last analysed epoch, as in Table 2 (aggregate.final_epoch).
     Numbers are means over the seeds whose status is ok. A cell with no ok seed is grey with
     its status written ("diverged", "no learn"); a cell whose seeds partly failed gets
     "(k/n ok)" under its number; cells absent from the table are left blank. Rows and columns
@@ -580,6 +581,8 @@ def degradation_heatmap(
     from matplotlib.patches import Rectangle
 
     _require(metrics, ["arch", "init", "status", value], "metrics")
+    if {"seed", "epoch"} <= set(metrics.columns):
+        metrics = final_epoch(metrics)
     rows = _ordered(metrics["arch"].astype(str), ARCH_ORDER)
     cols = _ordered(metrics["init"].astype(str), INIT_ORDER)
     data = pd.DataFrame(np.nan, index=rows, columns=cols)
@@ -587,7 +590,7 @@ def degradation_heatmap(
     failed: set[tuple[int, int]] = set()
     for (arch, init), group in metrics.groupby(["arch", "init"]):
         i, j = rows.index(str(arch)), cols.index(str(init))
-        per_seed = group.drop_duplicates("seed") if "seed" in group.columns else group
+        per_seed = group
         status = per_seed["status"].astype(str)
         ok = per_seed[status == "ok"][value].dropna().astype(float)
         if not ok.empty:
