@@ -7,34 +7,8 @@ import yaml
 
 from conftest import REPO
 
-TINY = {
-    "data": {
-        "source": "synthetic",
-        "synthetic": {"train_samples": 1200, "test_samples": 200, "seed": 0},
-    },
-    "architectures": [
-        "Regular_Conv_With_BN",
-        "Regular_Conv_No_BN",
-        "DWS_Conv_With_BN",
-        "DWS_Conv_No_BN",
-    ],
-    "initializers": ["HeUni"],
-    "model": {"width_multiplier": 0.125, "dense": [64, 32], "bn_momentum": 0.5},
-    "training": {"epochs": 1, "batch_size": 32, "lr_boundaries": [], "learning_rate": 0.05},
-    "resources": {"train": {"threads": 1, "mem_mb": 1000, "runtime": 10, "gpu": 0}},
-    "aggregate": {
-        "figure2_cells": [{"arch": "DWS_Conv_No_BN", "init": "HeUni"}],
-        "figure3_cells": [
-            {"arch": "DWS_Conv_With_BN", "init": "HeUni"},
-            {"arch": "Regular_Conv_With_BN", "init": "HeUni"},
-        ],
-        "dynamics_cells": [{"arch": "DWS_Conv_With_BN", "init": "HeUni"}],
-    },
-    "sensitivity": {
-        "num_images": 100,
-        "figure_cells": [{"arch": "DWS_Conv_With_BN", "init": "HeUni"}],
-    },
-}
+# the tiny synthetic study (.test/config/config.yaml, as the Snakemake catalog keeps it)
+TINY = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
 
 
 def deep_update(base: dict, extra: dict) -> dict:

@@ -10,11 +10,16 @@ min_version("9.0")
 
 validate(config, "../../config/schema.yaml")
 
+# The repository this file belongs to, wherever the workflow is run from: the top-level
+# Snakefile, workflow/Snakefile, or another workflow that uses this one as a module.
+REPOSITORY = Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parents[1]
+LIBRARY = str(REPOSITORY / "src")
+
 # Constraints across keys (sample counts vs the data set's size, ...) are checked here too,
 # before the DAG is built; this process imports the library from src/ for that and for
 # the rules' code hashes.
-if str(Path(workflow.basedir) / "src") not in sys.path:
-    sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+if LIBRARY not in sys.path:
+    sys.path.insert(0, LIBRARY)
 from quantinit.config_checks import ConfigError, check_config
 from quantinit.provenance import code_hashes
 from quantinit.registry import ARCHITECTURES, INITIALIZERS
@@ -29,13 +34,13 @@ except ConfigError as error:
 os.environ.update(
     PYTHONPATH=os.pathsep.join(
         p
-        for p in (str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH"))
+        for p in (LIBRARY, os.environ.get("PYTHONPATH"))
         if p
     )
 )
 
 
-SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
+SCRIPTS = REPOSITORY / "workflow" / "scripts"
 CODE_HASHES = code_hashes(sorted(SCRIPTS.glob("*.py")))
 
 RESULTS = config["results_dir"]
@@ -49,7 +54,7 @@ EPOCH_DIR = f"{CELL}/epoch{{epoch}}"
 DATASET = f"{RESULTS}/data/dataset.npz"
 STUDY = f"{RESULTS}/study"
 # shipped with the workflow, so found relative to it, not to the working directory
-PAPER_TABLE2 = str(Path(workflow.basedir) / "reference" / "paper_table2.csv")
+PAPER_TABLE2 = str(REPOSITORY / "reference" / "paper_table2.csv")
 FIGURES = f"{STUDY}/figures"
 
 
