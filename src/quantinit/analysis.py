@@ -73,7 +73,7 @@ def quantized_tensors(model) -> list[str]:
     return [INPUT_TENSOR, *(k.output for k in kernel_layers(model))]
 
 
-def _rebuild(model, transform):
+def rebuild_model(model, transform):
     """Rebuild a chain model; `transform(layer, x)` returns the new output for each layer."""
     import keras
 
@@ -120,7 +120,7 @@ def fold_model(model):
             config["use_bias"] = True
         return layer.__class__.from_config(config)(x)
 
-    folded = _rebuild(model, transform)
+    folded = rebuild_model(model, transform)
     for name, w in weights.items():
         folded.get_layer(name).set_weights([w["kernel"], w["bias"]])
     return folded, weights
@@ -211,7 +211,7 @@ def build_quantized_model(folded_model, activation_bounds: dict, scheme: dict):
             x = fake_quant_layer(layer.name)(x)
         return x
 
-    return _rebuild(folded_model, transform)
+    return rebuild_model(folded_model, transform)
 
 
 class LayerDynamics:

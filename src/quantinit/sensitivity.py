@@ -222,7 +222,7 @@ class SwitchableQuantizedModel:
     """
 
     def __init__(self, folded_model, bounds: dict, scheme: dict):
-        from quantinit.analysis import _rebuild
+        from quantinit.analysis import rebuild_model
 
         self.layers = kernel_layers(folded_model)
         kinds = {k.name: k.kind for k in self.layers}
@@ -262,7 +262,7 @@ class SwitchableQuantizedModel:
                 add_switch(switch)
             return x
 
-        self.model = _rebuild(folded_model, transform)
+        self.model = rebuild_model(folded_model, transform)
         self._state = dict.fromkeys(self.switches, False)
         self._function = _batched(self.model)
 
