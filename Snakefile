@@ -5,5 +5,6 @@
 
 include: "workflow/Snakefile"
 
+
 # Snakemake keeps an included file's default target to that file: make `all` this one's too.
 workflow.default_target = "all"

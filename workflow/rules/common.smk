@@ -32,11 +32,7 @@ except ConfigError as error:
 # Rule scripts import the project's library from src/ (also without `pip install -e .`);
 # jobs inherit this environment, locally and on a cluster.
 os.environ.update(
-    PYTHONPATH=os.pathsep.join(
-        p
-        for p in (LIBRARY, os.environ.get("PYTHONPATH"))
-        if p
-    )
+    PYTHONPATH=os.pathsep.join(p for p in (LIBRARY, os.environ.get("PYTHONPATH")) if p)
 )
 
 
