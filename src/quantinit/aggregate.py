@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from quantinit.registry import STATUS_DIVERGED, table2_order
+from quantinit.registry import STATUS_DIVERGED, STATUS_OK, table2_order
 
 ARCH_ORDER, INIT_ORDER = table2_order()
 # metrics.parquet column -> Table 2 column
@@ -83,7 +83,7 @@ def table2(metrics: pd.DataFrame, include_failed: bool = True) -> pd.DataFrame:
     if table.empty:
         return table
     if not include_failed:
-        table = table[table["Status"] == "ok"]
+        table = table[table["Status"] == STATUS_OK]
     table = table.iloc[np.argsort(_sort_key(table).to_numpy(), kind="stable")]
     return table.reset_index(drop=True)
 

@@ -1,7 +1,7 @@
 """Data sources (official CIFAR-10, an image folder, a synthetic set), checks and the cached file.
 
-Only numpy, Pillow, the standard library and :mod:`quantinit.models`' constants are imported
-here; TensorFlow/Keras is imported inside :func:`load_keras_cifar10` because importing it takes
+Only numpy, Pillow, the standard library and :mod:`quantinit.registry` are imported here;
+TensorFlow/Keras is imported inside :func:`load_keras_cifar10` because importing it takes
 seconds.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from quantinit.models import NUM_CLASSES
+from quantinit.registry import NUM_CLASSES
 
 # CIFAR-10's classes in its label order (batches.meta label_names): label k is CLASS_NAMES[k].
 # The default of the config key data.classes (config/schema.yaml, checked by a test).

@@ -36,7 +36,7 @@ import pandas as pd
 
 from quantinit.aggregate import ARCH_ORDER, INIT_ORDER, cell_name, final_epoch
 from quantinit.io import atomic_path
-from quantinit.registry import STATUS_DIVERGED, STATUS_NOT_LEARNING
+from quantinit.registry import STATUS_DIVERGED, STATUS_NOT_LEARNING, STATUS_OK
 
 # How a failed cell is written in the heatmap instead of a number.
 STATUS_TEXT = {STATUS_DIVERGED: "diverged", STATUS_NOT_LEARNING: "no learn"}
@@ -179,7 +179,7 @@ def _status_note(rows: pd.DataFrame) -> str:
     if "status" not in rows.columns:
         return ""
     per_seed = rows.drop_duplicates("seed")["status"].astype(str)
-    bad = per_seed[per_seed != "ok"]
+    bad = per_seed[per_seed != STATUS_OK]
     if bad.empty:
         return ""
     counts = bad.value_counts()
@@ -590,17 +590,16 @@ def degradation_heatmap(
     failed: set[tuple[int, int]] = set()
     for (arch, init), group in metrics.groupby(["arch", "init"]):
         i, j = rows.index(str(arch)), cols.index(str(init))
-        per_seed = group
-        status = per_seed["status"].astype(str)
-        ok = per_seed[status == "ok"][value].dropna().astype(float)
+        status = group["status"].astype(str)
+        ok = group[status == STATUS_OK][value].dropna().astype(float)
         if not ok.empty:
             data.iloc[i, j] = ok.mean()
             text = _format_value(float(ok.mean()))
-            if (status != "ok").any():
-                text += f"\n({int((status == 'ok').sum())}/{len(status)} ok)"
+            if (status != STATUS_OK).any():
+                text += f"\n({int((status == STATUS_OK).sum())}/{len(status)} ok)"
             texts[(i, j)] = text
-        elif (status != "ok").any():
-            worst = status[status != "ok"].value_counts().index[0]
+        elif (status != STATUS_OK).any():
+            worst = status[status != STATUS_OK].value_counts().index[0]
             texts[(i, j)] = STATUS_TEXT.get(worst, worst)
             failed.add((i, j))
 

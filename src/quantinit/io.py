@@ -37,12 +37,12 @@ def atomic_path(path):
 PROVENANCE_KEY = "quantinit_provenance"
 
 
-def write_json(data, path, provenance: bool = True) -> None:
+def write_json(data, path) -> None:
     """Write `data` as JSON; a dict gets the writing code's provenance under PROVENANCE_KEY."""
-    if provenance and isinstance(data, dict):
-        from quantinit.provenance import provenance as code_provenance
+    if isinstance(data, dict):
+        from quantinit.provenance import provenance
 
-        data = {**data, PROVENANCE_KEY: code_provenance()}
+        data = {**data, PROVENANCE_KEY: provenance()}
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
 

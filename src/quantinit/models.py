@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from quantinit.registry import architecture
+from quantinit.registry import NUM_CLASSES, architecture
 
-NUM_CLASSES = 10
 INPUT_SHAPE = (32, 32, 3)
 
 

@@ -17,6 +17,9 @@ STATUS_DIVERGED = "diverged"
 STATUS_NOT_LEARNING = "not_learning"
 STATUSES = (STATUS_OK, STATUS_DIVERGED, STATUS_NOT_LEARNING)
 
+# Classes of the data set (CIFAR-10's ten): the models' output width, data.classes' length.
+NUM_CLASSES = 10
+
 
 @dataclass(frozen=True)
 class Architecture:

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from quantinit.io import atomic_path, write_json
-from quantinit.registry import STATUS_DIVERGED, STATUS_NOT_LEARNING, STATUS_OK
+from quantinit.registry import NUM_CLASSES, STATUS_DIVERGED, STATUS_NOT_LEARNING, STATUS_OK
 
 
 class TrainingTerminated(Exception):
@@ -504,7 +504,7 @@ def train_cell(
             last_core = core
         _save_keras_atomic(float32_weights_of(last_core), snapshot_dir / "last.keras")
     status, reason = classify_outcome(
-        history, diverged, training.get("not_learning_margin", 0.02), num_classes=10
+        history, diverged, training.get("not_learning_margin", 0.02), num_classes=NUM_CLASSES
     )
     log(f"status: {status} ({reason})")
     return {
