@@ -15,7 +15,7 @@ SHARED_DATA ?= ../shared/data/cifar10-jpeg.tar.gz
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[tensorflow,workflow,dev]'
 	touch $@
 
 setup: $(VENV)/.installed

@@ -50,7 +50,7 @@ ANALYSIS_STAGES = [
     "quant_sensitivity",
 ]
 ALL_STAGES = ["prepare_data", "train", *ANALYSIS_STAGES]
-TF_STAGES = {"train", "fold_bn", "calibrate", "quantize", "evaluate", "quant_sensitivity"}
+TF_STAGES = {"train", "fold_bn", "calibrate", "evaluate", "quant_sensitivity"}
 GROUPS = ["training", "stages", "workflow", "evaluation", "memory"]
 
 TARGET_TRAIN_RATIO = 0.95
@@ -78,16 +78,16 @@ def peak_rss_mb(who=resource.RUSAGE_SELF) -> float:
 
 
 def schema_defaults() -> dict:
-    """The schema's defaults of the training section (augmentation included)."""
-    import yaml
+    """The config every omitted key takes: the workflow's schema defaults, filled in by the
+    same validation the workflow runs."""
+    from snakemake.utils import validate
 
-    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
-    props = schema["properties"]["training"]["properties"]
-    training = {k: v["default"] for k, v in props.items() if "default" in v}
-    training["augmentation"] = {
-        k: v["default"] for k, v in props["augmentation"]["properties"].items()
-    }
-    return training
+    from quantinit.config_checks import study_schema_file
+
+    config: dict = {}
+    with study_schema_file() as schema:
+        validate(config, schema)
+    return config
 
 
 def deep_update(base: dict, extra: dict) -> dict:
@@ -192,7 +192,7 @@ def _synthetic(spec: dict):
 
 
 def _training_settings(epochs: int) -> dict:
-    training = schema_defaults()
+    training = schema_defaults()["training"]
     # The paper's recipe (config/config.yaml); the schedule never changes within the run.
     training.update(
         epochs=epochs,
@@ -278,7 +278,7 @@ def worker_train_bare(spec: dict) -> dict:
 def worker_train_project(spec: dict) -> dict:
     """quantinit.training.train_cell with LayerDynamics and checkpoints, as rule train runs it."""
     from quantinit.analysis import LayerDynamics
-    from quantinit.tables import calibration_indices
+    from quantinit.sampling import calibration_indices
     from quantinit.training import train_cell
 
     _threads(spec)
@@ -344,7 +344,7 @@ def worker_evaluate(spec: dict) -> dict:
 
     def calibration_images():
         from quantinit.data import load_dataset
-        from quantinit.tables import calibration_indices
+        from quantinit.sampling import calibration_indices
 
         train = load_dataset(spec["dataset"]).x_train
         return train[calibration_indices(len(train), min(spec["calibration"], len(train)), 0)]
@@ -360,22 +360,22 @@ def worker_evaluate(spec: dict) -> dict:
     if backend == "float":
         model, result["load_s"] = _timed(keras.models.load_model, epoch_dir / "model.keras")
         measure_keras(model)
-    elif backend == "quint8":
-        from quantinit.analysis import build_quantized_model, capture
-        from quantinit.tables import (
-            activation_bounds,
-            calibration_table,
-            load_weights,
-            tensor_kinds,
-        )
+    elif backend == "quint8":  # what rules calibrate, quantize and evaluate do, defaults
+        from quantinit.analysis import build_quantized_model
+        from quantinit.calibration import calibrate
+        from quantinit.cellfiles import load_weights
+        from quantinit.tables import quantize, quantized_activation_bounds, tensor_kinds
 
+        defaults = schema_defaults()
+        scheme, bits = defaults["quantization"], defaults["quantization"]["bits"]
         folded = keras.models.load_model(epoch_dir / "folded.keras")
-        kinds = tensor_kinds(load_weights(epoch_dir / "weights.npz")[0])
-        calib = calibration_images()
-        activations, result["calibration_capture_s"] = _timed(capture, folded, calib, list(kinds))
-        table = calibration_table(activations, kinds, 1.0, 8)
-        bounds = activation_bounds(table, "percentile")
-        scheme = {"bits": 8, "granularity": "per_tensor", "symmetric": False}
+        layers, _, folded_kernels = load_weights(epoch_dir / "weights.npz")
+        table, result["calibration_s"] = _timed(
+            calibrate, folded, calibration_images(), tensor_kinds(layers),
+            defaults["calibration"]["percentile"], bits,
+        )  # fmt: skip
+        quantization = quantize(folded_kernels, {x.name: x.kind for x in layers}, table, scheme)
+        bounds = quantized_activation_bounds(quantization)
         quantized, result["build_s"] = _timed(build_quantized_model, folded, bounds, scheme)
         measure_keras(quantized)
     elif backend == "litert":
@@ -903,10 +903,10 @@ def bench_evaluation(args, rows: Rows, cell: dict, scratch: Path) -> None:
         )
     rows.add(
         "evaluation",
-        "quint8.calibration_capture",
-        results["quint8"]["calibration_capture_s"],
+        "quint8.calibration",
+        results["quint8"]["calibration_s"],
         "s",
-        detail=f"capture() of {spec['calibration']} images (first call, traced)",
+        detail=f"calibration.calibrate of {spec['calibration']} images (first call, traced)",
     )
     rows.add("evaluation", "quint8.build_model", results["quint8"]["build_s"], "s")
     rows.add(

@@ -19,6 +19,8 @@ from quantinit.quantization import fake_quant_reference
 from quantinit.registry import ARCHITECTURES
 from quantinit.stats import average_channel_precision, percentile_range, softmax
 
+from keras_models import two_layer_model
+
 SMALL = dict(width_multiplier=0.25, dense=(32, 16))
 
 
@@ -100,21 +102,6 @@ def test_model_without_batchnorm_folds_to_itself():
     folded, _ = fold_model(model)
     for a, b in zip(model.get_weights(), folded.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
-
-
-def two_layer_model():
-    inputs = keras.Input((32, 32, 3), name="image")
-    x = keras.layers.Rescaling(1 / 255, name="rescale")(inputs)
-    x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(6, name="fc1")(x)
-    x = keras.layers.ReLU(name="fc1_relu")(x)
-    x = keras.layers.Dense(4, name="logits")(x)
-    outputs = keras.layers.Softmax(name="softmax")(x)
-    model = keras.Model(inputs, outputs)
-    rng = np.random.default_rng(1)
-    model.get_layer("fc1").set_weights([rng.normal(0, 0.05, (3072, 6)), rng.normal(0, 0.1, 6)])
-    model.get_layer("logits").set_weights([rng.normal(0, 0.5, (6, 4)), rng.normal(0, 0.1, 4)])
-    return model
 
 
 @pytest.mark.parametrize("granularity", ["per_tensor", "per_channel"])

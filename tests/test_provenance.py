@@ -74,7 +74,8 @@ def test_stages_reach_only_the_modules_they_run():
     assert [stage for stage, modules in closures.items() if "sensitivity" in modules] == [
         "quant_sensitivity"
     ]
-    assert "training" in closures["train"] and "tflite" in closures["quantize"]
+    assert "training" in closures["train"] and "tflite" in closures["evaluate"]
+    assert not {"tflite", "analysis", "training"} & set(closures["quantize"])
     assert not {"training", "models", "sensitivity"} & set(closures["layerwise"])
 
 

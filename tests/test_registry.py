@@ -2,11 +2,15 @@
 
 import pytest
 import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
 
 from quantinit import aggregate, initializers, models
+from quantinit.config_checks import study_schema, study_schema_file
 from quantinit.registry import (
     ARCHITECTURES,
     INITIALIZERS,
+    Initializer,
     architecture,
     initializer,
     table2_order,
@@ -14,7 +18,7 @@ from quantinit.registry import (
 
 from conftest import REPO
 
-SCHEMA = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+SCHEMA = study_schema()
 
 
 def test_the_schema_allows_exactly_the_registered_names():
@@ -33,8 +37,32 @@ def test_the_schema_allows_exactly_the_registered_names():
 def test_the_schema_defaults_are_table_1s_settings():
     settings = SCHEMA["properties"]["initializer_settings"]["properties"]
     assert {name: entry["default"] for name, entry in settings.items()} == {
-        name: init.defaults for name, init in INITIALIZERS.items() if init.defaults
-    }
+        "RandNorm_Large": {"stddev": 1.0}, "RandNorm_Med": {"stddev": 0.5},
+        "RandNorm_Small": {"stddev": 0.1}, "RandUni_Large": {"limit": 1.0},
+        "RandUni_Med": {"limit": 0.5}, "RandUni_Small": {"limit": 0.25},
+        "ModGlorotUni_Large": {"C": 1296}, "ModGlorotUni_Med": {"C": 36},
+    }  # fmt: skip
+
+
+def test_a_registered_initializer_is_all_the_schema_needs(monkeypatch, tmp_path):
+    """One registry entry: the schema allows the new name, fills its settings' defaults and
+    refuses settings it does not have."""
+    extra = Initializer("RandNorm_Tiny", "RandNorm", "RandomNormal", {"stddev": 0.01})
+    monkeypatch.setitem(INITIALIZERS, extra.name, extra)
+    schema = study_schema()
+    assert schema["properties"]["initializers"]["items"]["enum"][-1] == "RandNorm_Tiny"
+    assert schema["$defs"]["cell"]["properties"]["init"]["enum"][-1] == "RandNorm_Tiny"
+    config = {"initializers": ["RandNorm_Tiny"]}
+    with study_schema_file() as path:
+        validate(config, path)
+        assert config["initializer_settings"]["RandNorm_Tiny"] == {"stddev": 0.01}
+        with pytest.raises(WorkflowError, match="limit"):
+            validate({"initializer_settings": {"RandNorm_Tiny": {"limit": 1.0}}}, path)
+
+
+def test_an_unregistered_name_is_refused_by_the_schema():
+    with study_schema_file() as path, pytest.raises(WorkflowError, match="HeUniform"):
+        validate({"initializers": ["HeUniform"]}, path)
 
 
 def test_the_full_study_config_lists_every_registered_name():

@@ -3,7 +3,6 @@
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -24,6 +23,7 @@ from quantinit.sensitivity import (
 from quantinit.stats import qce, softmax
 
 from conftest import REPO
+from keras_models import two_layer_model
 
 BOUNDS = {"rescale": (0.0, 1.0), "fc1_relu": (0.0, 1.7), "logits": (-2.1, 1.3)}
 PER_TENSOR = {"bits": 8, "granularity": "per_tensor", "symmetric": False}
@@ -32,21 +32,6 @@ PER_TENSOR = {"bits": 8, "granularity": "per_tensor", "symmetric": False}
 def images(n, seed=0):
     """Continuous uniform pixels: the rescaled image spreads evenly over the 8-bit grid."""
     return np.random.default_rng(seed).uniform(0, 255, (n, 32, 32, 3)).astype("float32")
-
-
-def two_layer_model():
-    inputs = keras.Input((32, 32, 3), name="image")
-    x = keras.layers.Rescaling(1 / 255, name="rescale")(inputs)
-    x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(6, name="fc1")(x)
-    x = keras.layers.ReLU(name="fc1_relu")(x)
-    x = keras.layers.Dense(4, name="logits")(x)
-    outputs = keras.layers.Softmax(name="softmax")(x)
-    model = keras.Model(inputs, outputs)
-    rng = np.random.default_rng(1)
-    model.get_layer("fc1").set_weights([rng.normal(0, 0.05, (3072, 6)), rng.normal(0, 0.1, 6)])
-    model.get_layer("logits").set_weights([rng.normal(0, 0.5, (6, 4)), rng.normal(0, 0.1, 4)])
-    return model
 
 
 def quant_weights(w, granularity, bits=8):

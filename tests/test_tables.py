@@ -8,17 +8,19 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from quantinit.tables import (
-    activation_row,
+from quantinit.cellfiles import (
     arrow_schema,
-    calibration_indices,
-    layerwise_table,
     load_weights,
-    metrics_row,
-    quantization_table,
     save_weights,
     schema_markdown,
     write_table,
+)
+from quantinit.sampling import calibration_indices
+from quantinit.tables import (
+    activation_row,
+    layerwise_table,
+    metrics_row,
+    quantization_table,
 )
 
 from conftest import REPO

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from quantinit.tables import arrow_schema
+from quantinit.cellfiles import arrow_schema
 
 from conftest import REPO
 from workflow_helpers import (

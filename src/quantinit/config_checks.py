@@ -1,7 +1,9 @@
-"""Constraints of the workflow config that span several keys, checked before any job runs.
+"""The workflow config's schema, and constraints that span several keys, checked before any
+job runs.
 
-The JSON schema (config/schema.yaml) checks each key on its own: types, ranges, allowed
-values, non-empty lists. What it cannot express lives here: a sample count against the size
+The JSON schema (config/schema.yaml, completed from quantinit.registry by
+:func:`study_schema`) checks each key on its own: types, ranges, allowed values, non-empty
+lists. What it cannot express lives here: a sample count against the size
 of the data set it is drawn from, an epoch list against the number of epochs, a switch that
 another setting needs. ``workflow/rules/common.smk`` calls :func:`check_config` right after
 the schema validation, so a config that would fail after hours of training stops before the
@@ -13,9 +15,17 @@ module, and with ``--software-deployment-method conda`` that process need not ha
 
 from __future__ import annotations
 
+import copy
+import json
 import os
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path, PurePath
+
+from quantinit.registry import ARCHITECTURES, INITIALIZERS
+
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
 # keras.datasets.cifar10: the official training and test set sizes
 KERAS_SIZES = (50000, 10000)
@@ -23,6 +33,47 @@ KERAS_SIZES = (50000, 10000)
 SYNTHETIC_DEFAULTS = (2000, 500)
 SPLITS = ("train", "test")
 SPLIT_WORDS = {"train": "training", "test": "test"}
+
+
+def study_schema(schema_file: Path = SCHEMA_FILE) -> dict:
+    """config/schema.yaml with what the registry defines filled in: the allowed and default
+    architectures and initializers (also of a cell in a list of cells), and one
+    `initializer_settings` entry per initializer with settings, its defaults Table 1's.
+    So adding a name to the registry is all the schema needs."""
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_file).read_text())
+    properties = schema["properties"]
+    cell = schema["$defs"]["cell"]["properties"]
+    for key, cell_key, names in (
+        ("architectures", "arch", list(ARCHITECTURES)),
+        ("initializers", "init", list(INITIALIZERS)),
+    ):
+        properties[key]["items"] = {"enum": names}
+        properties[key]["default"] = names
+        cell[cell_key] = {"enum": names}
+    properties["initializer_settings"]["properties"] = {
+        init.name: {
+            "type": "object",
+            "additionalProperties": False,
+            "required": sorted(init.defaults),
+            "properties": {key: {"type": "number", "exclusiveMinimum": 0} for key in init.defaults},
+            "default": copy.deepcopy(init.defaults),
+        }
+        for init in INITIALIZERS.values()
+        if init.defaults
+    }
+    return schema
+
+
+@contextmanager
+def study_schema_file(schema_file: Path = SCHEMA_FILE) -> Iterator[str]:
+    """study_schema as a temporary JSON file, for snakemake.utils.validate (which takes a
+    path); removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="quantinit-schema-") as folder:
+        path = Path(folder) / "schema.json"
+        path.write_text(json.dumps(study_schema(schema_file)))
+        yield str(path)
 
 
 class ConfigError(ValueError):

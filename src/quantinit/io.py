@@ -96,6 +96,16 @@ def _json_default(value):
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+def start_job(snakemake) -> None:
+    """What every rule script does first: output to the job's log (redirect_output_to_log),
+    then a check that the library this job imported is the workflow's own
+    (provenance.check_library; `snakemake.scriptdir` is the workflow's scripts folder)."""
+    from quantinit.provenance import check_library
+
+    redirect_output_to_log(snakemake.log[0])
+    check_library(Path(snakemake.scriptdir).parents[1] / "src" / "quantinit")
+
+
 def redirect_output_to_log(log_path) -> None:
     """Send this process's stdout and stderr (also of C++ code, e.g. TensorFlow) to the log.
 

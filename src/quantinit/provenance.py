@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import os
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -154,3 +155,49 @@ def provenance() -> dict:
         "git_commit": commit,
         "git_dirty": bool(changes) if commit else None,
     }
+
+
+class LibraryMismatch(RuntimeError):
+    """The quantinit a process imported is not the workflow's own."""
+
+
+def check_library(workflow_package_dir: Path, package_dir: Path = PACKAGE_DIR) -> None:
+    """Raise LibraryMismatch unless the imported library is the workflow's (`src/quantinit`
+    of the repository the running Snakefile belongs to), or a byte-identical copy of it.
+
+    Jobs import quantinit from their software environment (`pip install -e .`, or the conda
+    env built from workflow/envs/). An environment built for another checkout (a shared
+    `--conda-prefix`, a venv made in another clone) would otherwise run that checkout's code
+    under this checkout's code hashes.
+    """
+    workflow_package_dir = Path(workflow_package_dir).resolve()
+    if package_dir.resolve() == workflow_package_dir or not workflow_package_dir.is_dir():
+        return
+    if library_sha256(package_dir) != library_sha256(workflow_package_dir):
+        raise LibraryMismatch(
+            f"this process imports quantinit from {package_dir}, but the workflow's library "
+            f"is {workflow_package_dir} and the two differ. The software environment was "
+            f"built for another checkout: reinstall it here (`pip install -e "
+            f"{workflow_package_dir.parents[1]}`, or `make setup`), or give this checkout "
+            "its own conda envs (`--conda-prefix`, or delete .snakemake/conda)."
+        )
+
+
+def check_installed_library(python: str, workflow_package_dir: Path) -> None:
+    """check_library for the quantinit that `python` imports with a clean PYTHONPATH (what a
+    job that runs with this interpreter gets); LibraryMismatch also when it has none."""
+    found = subprocess.run(
+        [python, "-c", "import quantinit; print(quantinit.__path__[0])"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
+    if found.returncode != 0:
+        raise LibraryMismatch(
+            f"{python} cannot import quantinit, so no job could run: install the package "
+            f"(`pip install -e '{Path(workflow_package_dir).resolve().parents[1]}[tensorflow]'`, "
+            "or `make setup`), or run with `--sdm conda`."
+        )
+    check_library(workflow_package_dir, Path(found.stdout.strip()))

@@ -42,7 +42,7 @@ from quantinit.analysis import build_quantized_model, capture_model, kernel_laye
 from quantinit.folding import channel_axis
 from quantinit.quantization import activation_range, fake_quantize, nudged_range, weight_range
 from quantinit.stats import qce
-from quantinit.tables import accuracy, tensor_kinds
+from quantinit.tables import accuracy, quantized_activation_bounds, tensor_kinds
 
 UNIFORM_ROUNDING_RMSE = 1 / np.sqrt(12)  # rmse / step of rounding uniformly spread values
 
@@ -364,3 +364,42 @@ def most_sensitive(sensitivity: pd.DataFrame, k: int = 3) -> list[str]:
         _drop=sensitivity["fp32_accuracy"] - sensitivity["only_accuracy"]
     ).sort_values(["_drop", "only_qce"], ascending=False, na_position="last", kind="stable")
     return ranked["layer"].head(k).tolist()
+
+
+def measure_sensitivity(
+    folded,
+    layers,
+    quantization: pd.DataFrame,
+    scheme: dict,
+    images: np.ndarray,
+    labels: np.ndarray,
+    qce_epsilon: float,
+) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
+    """(per-layer quantization error, per-layer sensitivity with its rank, the three most
+    sensitive layers) of the `folded` model on `images`: rule quant_sensitivity's stage."""
+    bounds = quantized_activation_bounds(quantization)
+    tensor_errors = quantization_error_table(folded, bounds, scheme, images).set_index("tensor")
+    weight_errors = weight_error_table(folded, scheme).set_index("layer")
+    errors = pd.DataFrame(
+        [
+            {
+                "layer": layer.name,
+                "order": layer.order,
+                "kind": layer.kind,
+                "activation": layer.output,
+                **tensor_errors.loc[layer.output, ["mse", "mae", "max_abs", "scale"]].to_dict(),
+                "rmse_over_scale": tensor_errors.loc[layer.output, "rmse_over_scale"],
+                **weight_errors.loc[layer.name].drop(["order", "kind"]).to_dict(),
+            }
+            for layer in layers
+        ]
+    )
+    table = sensitivity_table(folded, bounds, scheme, images, labels, qce_epsilon=qce_epsilon)
+    ranked = most_sensitive(table, k=len(table))
+    table["rank"] = table["layer"].map({name: i + 1 for i, name in enumerate(ranked)})
+    top = table.set_index("layer").loc[ranked[:3]]
+    most = [
+        {"layer": name, "accuracy_drop": float(row.only_drop), "qce": float(row.only_qce)}
+        for name, row in top.iterrows()
+    ]
+    return errors, table, most

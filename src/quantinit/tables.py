@@ -1,15 +1,7 @@
-"""The per-cell Parquet tables, built from numpy arrays (no TensorFlow here).
-
-calibration.parquet: one row per quantized tensor (its calibrated ranges).
-layerwise.parquet:   one row per kernel layer (weights, folded weights, activations).
-metrics.parquet:     one row per cell (accuracies, QMSE, QCE, percent decrease).
-dynamics.parquet:    one row per kernel layer and epoch (layerwise statistics in training).
-Column meanings: docs/parquet-schemas.md.
-"""
+"""The rows of the per-cell tables, built from numpy arrays (no TensorFlow here); their
+schemas and files are quantinit.cellfiles'."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pandas as pd
@@ -25,213 +17,6 @@ from quantinit.stats import (
     qmse,
     tensor_range,
 )
-
-KEYS = {
-    "arch": ("string", "architecture, e.g. DWS_Conv_With_BN"),
-    "init": ("string", "initializer by the paper's name, e.g. HeUni"),
-    "seed": ("int64", "training seed"),
-    "epoch": ("int64", "analysed epoch (the cell's checkpoint)"),
-    "status": ("string", "training outcome: ok | diverged | not_learning"),
-}
-ACTIVATION = {
-    "min": ("double", "minimum over the calibration images"),
-    "max": ("double", "maximum over the calibration images"),
-    "clip_lo": ("double", "bottom percentile (symmetric percentile clipping)"),
-    "clip_hi": ("double", "top percentile"),
-    "clipped_range": ("double", "clip_hi - clip_lo"),
-    "channel_ranges": ("list<double>", "per channel, max - min of the clipped values"),
-    "average_precision": ("double", "Eq. 2 on the clipped tensor: mean channel range / range"),
-    "kl_uniform": ("double", "KL(histogram || uniform) on [clip_lo, clip_hi], 2^bits bins, nats"),
-}
-# Every per-cell Parquet file: {column: (Arrow type, meaning)}; docs/parquet-schemas.md is
-# generated from this (python -m quantinit.tables) and tests check real files against it.
-SCHEMAS = {
-    "calibration": {
-        **KEYS,
-        "tensor": ("string", "layer whose output is quantized (rescale = the input image)"),
-        "order": ("int64", "position along the network"),
-        "kind": ("string", "input | conv | depthwise | pointwise | dense"),
-        **ACTIVATION,
-        "num_samples": ("int64", "calibration images (seeded draw from the training set)"),
-        "percentile": ("double", "clipping percentile p (bottom and top p%)"),
-    },
-    "quantization": {
-        **KEYS,
-        "role": ("string", "weight | activation"),
-        "tensor": ("string", "kernel layer (weights) or quantized output layer (activations)"),
-        "kind": ("string", "input | conv | depthwise | pointwise | dense"),
-        "bits": ("int64", "bit width"),
-        "narrow_range": ("bool", "true for symmetric schemes: integers [1, 2^bits - 1]"),
-        "qmin": ("list<double>", "real range quantized, low end (one per channel if per-channel)"),
-        "qmax": ("list<double>", "real range quantized, high end"),
-        "nudged_min": ("list<double>", "TensorFlow's nudged low end (0 exactly representable)"),
-        "nudged_max": ("list<double>", "nudged high end"),
-        "scale": ("list<double>", "quantization step"),
-    },
-    "metrics": {
-        **KEYS,
-        "fp32_accuracy": ("double", "test accuracy of the trained float model, percent"),
-        "quint8_accuracy": ("double", "test accuracy of the simulated quantized model, percent"),
-        "tflite_int8_accuracy": ("double", "test accuracy of the full-integer TFLite model"),
-        "qmse": ("double", "mean over images and classes of (p_fp32 - p_quint8)^2"),
-        "qce": ("double", "mean over images of -sum_k p_fp32 log clip(p_quint8, eps, 1)"),
-        "percent_accuracy_decrease": ("double", "100 (fp32 - quint8) / fp32"),
-        "tflite_qmse": ("double", "QMSE of the TFLite model's dequantized outputs"),
-        "tflite_error": ("string", "why LiteRT could not run the int8 model (else null)"),
-        "test_samples": ("double", "test images evaluated"),
-        "training_reason": ("string", "why training ended with its status"),
-        "exported_epoch": ("int64", "epoch of the weights analysed (earlier if diverged)"),
-    },
-    "layerwise": {
-        **KEYS,
-        "layer": ("string", "kernel layer name (conv1, block2_dw, fc1, logits ...)"),
-        "order": ("int64", "position among kernel layers"),
-        "kind": ("string", "conv | depthwise | pointwise | dense"),
-        "fan_in": ("double", "Eq. 1 fan-in of the kernel"),
-        "fan_out": ("double", "Eq. 1 fan-out of the kernel"),
-        "weight_min": ("double", "trained kernel minimum"),
-        "weight_max": ("double", "trained kernel maximum"),
-        "weight_range": ("double", "trained kernel max - min"),
-        "folded_weight_min": ("double", "BN-folded kernel minimum"),
-        "folded_weight_max": ("double", "BN-folded kernel maximum"),
-        "folded_weight_range": ("double", "BN-folded kernel max - min"),
-        "folded_weight_precision": ("double", "Eq. 2 over the folded kernel's output channels"),
-        "folded_weight_kl_uniform": ("double", "KL(histogram || uniform), 2^bits bins, nats"),
-        "activation": ("string", "the layer whose output is this layer's quantized tensor"),
-        "activation_clip_lo": ("double", "calibrated clipped range, low end"),
-        "activation_clip_hi": ("double", "calibrated clipped range, high end"),
-        "activation_range": ("double", "clipped activation range"),
-        "activation_precision": ("double", "Eq. 2 of the clipped activations"),
-        "activation_kl_uniform": ("double", "KL(histogram || uniform) of the activations"),
-    },
-    "quant_error": {
-        **KEYS,
-        "layer": ("string", "kernel layer name, as in layerwise.parquet"),
-        "order": ("int64", "position among kernel layers, as in layerwise.parquet"),
-        "kind": ("string", "conv | depthwise | pointwise | dense"),
-        "activation": ("string", "the layer whose output is this layer's quantized tensor"),
-        "mse": ("double", "mean squared error of the output tensor's own quantization"),
-        "mae": ("double", "mean absolute error of that quantization"),
-        "max_abs": ("double", "largest absolute error of that quantization"),
-        "scale": ("double", "quantization step of the output tensor"),
-        "rmse_over_scale": ("double", "rmse / step: 0.289 for pure rounding noise"),
-        "weight_mse": ("double", "folded kernel vs its fake-quantized kernel: squared error"),
-        "weight_mae": ("double", "mean absolute error of the kernel"),
-        "weight_max_abs": ("double", "largest absolute error of the kernel"),
-        "weight_scale": ("double", "kernel quantization step (mean over channels if per-channel)"),
-        "weight_rmse_over_scale": ("double", "kernel rmse / step"),
-        "num_images": ("int64", "test images the activation errors are measured on"),
-    },
-    "sensitivity": {
-        **KEYS,
-        "layer": ("string", "kernel layer name, as in layerwise.parquet"),
-        "order": ("int64", "position among kernel layers"),
-        "kind": ("string", "conv | depthwise | pointwise | dense"),
-        "only_accuracy": (
-            "double",
-            "accuracy (%), only this layer (kernel, output) quantized",
-        ),
-        "only_qce": ("double", "QCE against fp32 with only this layer quantized"),
-        "all_but_accuracy": ("double", "accuracy (%) with every layer but this one quantized"),
-        "all_but_qce": ("double", "QCE against fp32 with every layer but this one quantized"),
-        "fp32_accuracy": ("double", "accuracy (%) of the float folded model on the same images"),
-        "quint8_accuracy": ("double", "accuracy (%) of the fully quantized model"),
-        "quint8_qce": ("double", "QCE of the fully quantized model"),
-        "only_drop": ("double", "fp32_accuracy - only_accuracy: this layer's own cost"),
-        "all_but_gain": (
-            "double",
-            "all_but_accuracy - quint8_accuracy: gain of keeping it float",
-        ),
-        "rank": ("int64", "1 = the layer whose own quantization costs the most"),
-        "num_images": ("int64", "test images evaluated"),
-    },
-}
-
-
-def cell_keys(cell: dict) -> dict:
-    """The key columns every per-cell table carries, from the exported cell.json."""
-    return {
-        "arch": cell["arch"],
-        "init": cell["init"],
-        "seed": int(cell["seed"]),
-        "epoch": int(cell["epoch"]),
-        "status": cell["status"],
-    }
-
-
-def arrow_schema(table: str):
-    """The pyarrow schema of one of the per-cell tables (SCHEMAS)."""
-    import pyarrow as pa
-
-    types = {
-        "string": pa.string(),
-        "int64": pa.int64(),
-        "double": pa.float64(),
-        "bool": pa.bool_(),
-        "list<double>": pa.list_(pa.float64()),
-    }
-    return pa.schema([(name, types[kind]) for name, (kind, _) in SCHEMAS[table].items()])
-
-
-def write_table(frame: pd.DataFrame, table: str, cell: dict, path) -> None:
-    """Write `frame` as the cell's `table` file: key columns added, columns and types exactly
-    as SCHEMAS says (missing columns become nulls), atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from quantinit.io import atomic_path
-
-    frame = frame.reset_index(drop=True).assign(**cell_keys(cell))
-    frame = frame.reindex(columns=list(SCHEMAS[table]))
-    frame = frame.astype(object).where(frame.notna(), None)
-    arrow = pa.Table.from_pandas(frame, schema=arrow_schema(table), preserve_index=False)
-    with atomic_path(path) as tmp:
-        pq.write_table(arrow, tmp)
-
-
-def save_weights(path, layers, trained: dict, folded: dict) -> None:
-    """Write trained and BN-folded kernels (and folded biases) of every kernel layer.
-
-    `layers`: KernelLayer-like objects; stored as JSON so numpy-only stages can read them.
-    """
-    from quantinit.io import atomic_path
-
-    arrays = {"layers": np.array(json.dumps([dict(vars(layer)) for layer in layers]))}
-    for layer in layers:
-        arrays[f"{layer.name}/kernel"] = trained[layer.name]
-        arrays[f"{layer.name}/folded_kernel"] = folded[layer.name]["kernel"]
-        arrays[f"{layer.name}/folded_bias"] = folded[layer.name]["bias"]
-    with atomic_path(path) as tmp:
-        np.savez(tmp, **arrays)
-
-
-def load_weights(path):
-    """(layers as SimpleNamespace list, trained kernels, folded kernels) from save_weights."""
-    from types import SimpleNamespace
-
-    with np.load(path) as stored:
-        layers = [SimpleNamespace(**layer) for layer in json.loads(str(stored["layers"]))]
-        trained = {layer.name: stored[f"{layer.name}/kernel"] for layer in layers}
-        folded = {layer.name: stored[f"{layer.name}/folded_kernel"] for layer in layers}
-    return layers, trained, folded
-
-
-def seeded_indices(total: int, count: int, seed: int, stream: int, what: str) -> np.ndarray:
-    """`count` of `total` indices drawn without replacement from (seed, stream), sorted."""
-    if count > total:
-        raise ValueError(f"{what} = {count} exceeds the {total} images available")
-    return np.sort(np.random.default_rng([seed, stream]).choice(total, count, False))
-
-
-def calibration_indices(num_train: int, num_samples: int, seed: int) -> np.ndarray:
-    """The training images used for calibration: a seeded draw without replacement."""
-    return seeded_indices(num_train, num_samples, seed, 1024, "calibration.num_samples")
-
-
-def sensitivity_indices(num_test: int, num_images: int, seed: int) -> np.ndarray:
-    """The test images of the per-layer error and sensitivity analysis (all if more asked)."""
-    count = min(num_images, num_test)
-    return seeded_indices(num_test, count, seed, 7, "sensitivity.num_images")
 
 
 def activation_row(x: np.ndarray, percentile: float, bits: int) -> dict:
@@ -372,46 +157,21 @@ def quantization_table(folded: dict, kinds: dict, bounds: dict, scheme: dict):
     return pd.DataFrame(records)
 
 
-def placeholder_rows(names_and_kinds, name_column: str) -> pd.DataFrame:
-    """Rows with only names, order and kind: what a diverged cell's tables hold."""
-    return pd.DataFrame(
-        [
-            {name_column: name, "order": order, "kind": kind}
-            for order, (name, kind) in enumerate(names_and_kinds)
-        ]
-    )
-
-
 def tensor_kinds(layers) -> dict:
     """{quantized tensor: kind}: the input image, then each kernel layer's output."""
     return {"rescale": "input", **{layer.output: layer.kind for layer in layers}}
 
 
-def schema_markdown() -> str:
-    """docs/parquet-schemas.md: every per-cell table's columns, types and meanings."""
-    lines = [
-        "# Parquet schemas",
-        "",
-        "Generated from `quantinit.tables.SCHEMAS` by `python -m quantinit.tables`;",
-        "the tests check files written by a real run against the same schemas. Each file",
-        "lives in `results/<arch>/<init>/seed<seed>/epoch<E>/`. A diverged cell's files keep",
-        "every column, with nulls where nothing could be measured.",
-        "",
-        "Every Parquet file the workflow writes also carries, in its schema metadata under",
-        "`quantinit_provenance`, a JSON object naming the code that wrote it:",
-        "`quantinit_version`, `library_sha256` (sha256 of the library's sources),",
-        "`git_commit` and `git_dirty` (null outside a git checkout);",
-        "`quantinit.io.read_provenance(path)` reads it.",
-    ]
-    for table, columns in SCHEMAS.items():
-        lines += ["", f"## {table}.parquet", "", "| column | type | meaning |"]
-        lines += ["| --- | --- | --- |"]
-        lines += [
-            f"| `{name}` | {kind} | {meaning.replace('|', chr(92) + '|')} |"
-            for name, (kind, meaning) in columns.items()
-        ]
-    return "\n".join(lines) + "\n"
+def quantize(folded: dict, layer_kinds: dict, calibration: pd.DataFrame, scheme: dict):
+    """Quantization table of every folded kernel ({layer: kernel}, `layer_kinds` {layer:
+    kind}) and every calibrated activation, with the scheme's calibration method."""
+    bounds = activation_bounds(calibration, scheme["calibration"])
+    kinds = {**layer_kinds, **dict(zip(calibration.tensor, calibration.kind, strict=True))}
+    return quantization_table(folded, kinds, bounds, scheme)
 
 
-if __name__ == "__main__":
-    print(schema_markdown(), end="")
+def quantized_activation_bounds(quantization: pd.DataFrame) -> dict:
+    """{tensor: (qmin, qmax)} of the activations of a quantization table: the ranges the
+    simulated quint8 model quantizes with."""
+    activations = quantization[quantization.role == "activation"]
+    return {row.tensor: (row.qmin[0], row.qmax[0]) for row in activations.itertuples()}

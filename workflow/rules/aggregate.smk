@@ -10,7 +10,7 @@ rule collect_study:
     log:
         f"{STUDY}/logs/collect_study.log",
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
@@ -43,7 +43,7 @@ rule table2:
     log:
         f"{STUDY}/logs/table2.log",
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     resources:
         mem_mb=1000,
         runtime=5,
@@ -69,7 +69,7 @@ rule figure2:
     log:
         f"{STUDY}/logs/figure2.log",
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     resources:
         mem_mb=1000,
         runtime=5,
@@ -96,7 +96,7 @@ rule figure3:
     log:
         f"{STUDY}/logs/figure3.log",
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     resources:
         mem_mb=1000,
         runtime=5,
@@ -126,7 +126,7 @@ rule dynamics_figure:
     log:
         f"{STUDY}/logs/dynamics_{{arch}}_{{init}}.log",
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     resources:
         mem_mb=1000,
         runtime=5,
@@ -150,7 +150,7 @@ rule degradation_heatmap:
     log:
         f"{STUDY}/logs/degradation_heatmap.log",
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     resources:
         mem_mb=1000,
         runtime=5,
@@ -174,7 +174,7 @@ rule accuracy_vs_epoch:
     log:
         f"{STUDY}/logs/accuracy_vs_epoch.log",
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     resources:
         mem_mb=1000,
         runtime=5,
@@ -195,7 +195,7 @@ rule collect_sensitivity:
     log:
         f"{STUDY}/logs/collect_sensitivity.log",
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
@@ -220,7 +220,7 @@ rule most_sensitive:
     log:
         f"{STUDY}/logs/most_sensitive.log",
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     resources:
         mem_mb=1000,
         runtime=5,
@@ -245,7 +245,7 @@ rule sensitivity_figure:
     log:
         f"{STUDY}/logs/sensitivity_{{arch}}_{{init}}.log",
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     resources:
         mem_mb=1000,
         runtime=5,

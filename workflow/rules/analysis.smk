@@ -10,7 +10,7 @@ rule fold_bn:
     benchmark:
         f"{EPOCH_DIR}/benchmarks/fold_bn.tsv"
     conda:
-        "../../envs/tensorflow.yaml"
+        "../envs/tensorflow.yaml"
     threads: analysis_resource("threads")
     resources:
         mem_mb=analysis_resource("mem_mb"),
@@ -35,7 +35,7 @@ rule calibrate:
     benchmark:
         f"{EPOCH_DIR}/benchmarks/calibrate.tsv"
     conda:
-        "../../envs/tensorflow.yaml"
+        "../envs/tensorflow.yaml"
     threads: analysis_resource("threads")
     resources:
         mem_mb=analysis_resource("mem_mb"),
@@ -51,30 +51,23 @@ rule calibrate:
 
 rule quantize:
     input:
-        model=f"{EPOCH_DIR}/folded.keras",
         weights=f"{EPOCH_DIR}/weights.npz",
         calibration=f"{EPOCH_DIR}/calibration.parquet",
-        dataset=DATASET,
         cell=f"{EPOCH_DIR}/cell.json",
     output:
         quantization=f"{EPOCH_DIR}/quantization.parquet",
-        tflite=f"{EPOCH_DIR}/model_int8.tflite",
     log:
         f"{EPOCH_DIR}/logs/quantize.log",
     benchmark:
         f"{EPOCH_DIR}/benchmarks/quantize.tsv"
     conda:
-        "../../envs/tensorflow.yaml"
-    threads: analysis_resource("threads")
+        "../envs/analysis.yaml"
     resources:
-        mem_mb=analysis_resource("mem_mb"),
-        runtime=analysis_resource("runtime"),
-        gpu=analysis_resource("gpu"),
+        mem_mb=1000,
+        runtime=10,
     params:
         code=code_version("quantize.py"),
         quantization=config["quantization"],
-        calibration=config["calibration"],
-        tflite=config["evaluation"]["tflite"],
     script:
         "../scripts/quantize.py"
 
@@ -84,17 +77,17 @@ rule evaluate:
         model=f"{EPOCH_DIR}/model.keras",
         folded=f"{EPOCH_DIR}/folded.keras",
         quantization=f"{EPOCH_DIR}/quantization.parquet",
-        tflite=f"{EPOCH_DIR}/model_int8.tflite",
         dataset=DATASET,
         cell=f"{EPOCH_DIR}/cell.json",
     output:
         metrics=f"{EPOCH_DIR}/metrics.parquet",
+        tflite=f"{EPOCH_DIR}/model_int8.tflite",
     log:
         f"{EPOCH_DIR}/logs/evaluate.log",
     benchmark:
         f"{EPOCH_DIR}/benchmarks/evaluate.tsv"
     conda:
-        "../../envs/tensorflow.yaml"
+        "../envs/tensorflow.yaml"
     threads: analysis_resource("threads")
     resources:
         mem_mb=analysis_resource("mem_mb"),
@@ -104,6 +97,7 @@ rule evaluate:
         code=code_version("evaluate.py"),
         quantization=config["quantization"],
         evaluation=config["evaluation"],
+        calibration_samples=config["calibration"]["num_samples"],
     script:
         "../scripts/evaluate.py"
 
@@ -120,7 +114,7 @@ rule layerwise:
     benchmark:
         f"{EPOCH_DIR}/benchmarks/layerwise.tsv"
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     resources:
         mem_mb=1000,
         runtime=10,
@@ -147,7 +141,7 @@ rule quant_sensitivity:
     benchmark:
         f"{EPOCH_DIR}/benchmarks/quant_sensitivity.tsv"
     conda:
-        "../../envs/tensorflow.yaml"
+        "../envs/tensorflow.yaml"
     threads: analysis_resource("threads")
     resources:
         mem_mb=analysis_resource("mem_mb"),

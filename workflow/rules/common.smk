@@ -3,12 +3,11 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-
-validate(config, "../../config/schema.yaml")
 
 # The repository this file belongs to, wherever the workflow is run from: the top-level
 # Snakefile, workflow/Snakefile, or another workflow that uses this one as a module.
@@ -20,20 +19,29 @@ LIBRARY = str(REPOSITORY / "src")
 # the rules' code hashes.
 if LIBRARY not in sys.path:
     sys.path.insert(0, LIBRARY)
-from quantinit.config_checks import ConfigError, check_config
-from quantinit.provenance import code_hashes
+from quantinit.config_checks import ConfigError, check_config, study_schema_file
+from quantinit.provenance import LibraryMismatch, check_installed_library, code_hashes
 from quantinit.registry import ARCHITECTURES, INITIALIZERS
 
+# config/schema.yaml, with the registry's names and Table 1's settings filled in
+with study_schema_file(REPOSITORY / "config" / "schema.yaml") as schema:
+    validate(config, schema)
 try:
     check_config(config)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
 
-# Rule scripts import the project's library from src/ (also without `pip install -e .`);
-# jobs inherit this environment, locally and on a cluster.
-os.environ.update(
-    PYTHONPATH=os.pathsep.join(p for p in (LIBRARY, os.environ.get("PYTHONPATH")) if p)
-)
+# Jobs import the library from their software environment: the one Snakemake runs in
+# (`make setup` installs the package into .venv), or with --sdm conda the env built from
+# workflow/envs/*.yaml, whose pip line installs the package from QUANTINIT_SOURCE. Each job
+# checks that what it imported is this repository's library (quantinit.io.start_job);
+# without conda that is checked here once, before any job starts.
+os.environ.update(QUANTINIT_SOURCE=str(REPOSITORY))
+if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
+    try:
+        check_installed_library(sys.executable, Path(LIBRARY) / "quantinit")
+    except LibraryMismatch as error:
+        raise WorkflowError(str(error)) from None
 
 
 SCRIPTS = REPOSITORY / "workflow" / "scripts"

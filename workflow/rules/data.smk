@@ -7,7 +7,8 @@ rule prepare_data:
     benchmark:
         f"{RESULTS}/benchmarks/prepare_data.tsv"
     conda:
-        "../../envs/analysis.yaml"
+        # Keras' CIFAR-10 downloader (data.source: keras)
+        "../envs/tensorflow.yaml"
     threads: 2
     resources:
         mem_mb=4000,

@@ -12,7 +12,7 @@ rule train:
     benchmark:
         f"{TRAIN_DIR}/benchmark.tsv"
     conda:
-        "../../envs/tensorflow.yaml"
+        "../envs/tensorflow.yaml"
     threads: train_resource("threads")
     resources:
         mem_mb=train_resource("mem_mb"),
@@ -42,7 +42,7 @@ rule export_checkpoint:
     benchmark:
         f"{EPOCH_DIR}/benchmarks/export_checkpoint.tsv"
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     resources:
         mem_mb=500,
         runtime=5,

@@ -2,9 +2,9 @@
 
 import pandas as pd
 
-from quantinit.io import redirect_output_to_log, write_parquet
+from quantinit.io import start_job, write_parquet
 
-redirect_output_to_log(snakemake.log[0])
+start_job(snakemake)
 for name in snakemake.output.keys():
     paths = snakemake.input[name]
     frame = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)

@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-from quantinit.io import copy_file, read_json, redirect_output_to_log, write_json
+from quantinit.io import copy_file, read_json, start_job, write_json
 from quantinit.registry import STATUS_DIVERGED
 
-redirect_output_to_log(snakemake.log[0])
+start_job(snakemake)
 status = read_json(snakemake.input.status)
 epoch = int(snakemake.wildcards.epoch)
 snapshots = Path(snakemake.input.snapshots)

@@ -4,9 +4,9 @@ accuracy_vs_epoch: one study figure each, as PNG and PDF."""
 import pandas as pd
 
 from quantinit import figures
-from quantinit.io import redirect_output_to_log
+from quantinit.io import start_job
 
-redirect_output_to_log(snakemake.log[0])
+start_job(snakemake)
 
 
 def read_all(paths):

@@ -3,11 +3,11 @@
 
 import numpy as np
 
-from quantinit.io import atomic_path, read_json, redirect_output_to_log
+from quantinit.cellfiles import save_weights
+from quantinit.io import atomic_path, read_json, start_job
 from quantinit.registry import STATUS_DIVERGED
-from quantinit.tables import save_weights
 
-redirect_output_to_log(snakemake.log[0])
+start_job(snakemake)
 
 from quantinit.runtime import configure_tensorflow  # noqa: E402
 

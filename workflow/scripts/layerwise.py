@@ -2,16 +2,12 @@
 
 import pandas as pd
 
-from quantinit.io import read_json, redirect_output_to_log
+from quantinit.cellfiles import load_weights, placeholder_rows, write_table
+from quantinit.io import read_json, start_job
 from quantinit.registry import STATUS_DIVERGED
-from quantinit.tables import (
-    layerwise_table,
-    load_weights,
-    placeholder_rows,
-    write_table,
-)
+from quantinit.tables import layerwise_table
 
-redirect_output_to_log(snakemake.log[0])
+start_job(snakemake)
 cell = read_json(snakemake.input.cell)
 layers, trained, folded = load_weights(snakemake.input.weights)
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import pandas as pd
 
 from quantinit.aggregate import most_sensitive_table, to_markdown
-from quantinit.io import atomic_path, redirect_output_to_log
+from quantinit.io import atomic_path, start_job
 
-redirect_output_to_log(snakemake.log[0])
+start_job(snakemake)
 table = most_sensitive_table(pd.read_parquet(snakemake.input.sensitivity))
 with atomic_path(snakemake.output.csv) as tmp:
     table.to_csv(tmp, index=False)

@@ -1,9 +1,9 @@
 """Rule prepare_data: load the configured source once into the cached dataset file."""
 
 from quantinit.data import check_dataset, load_source, save_dataset
-from quantinit.io import redirect_output_to_log, write_json
+from quantinit.io import start_job, write_json
 
-redirect_output_to_log(snakemake.log[0])
+start_job(snakemake)
 data_config = snakemake.params.data
 print(f"loading data source {data_config['source']!r}", flush=True)
 dataset = load_source(data_config)

@@ -2,14 +2,15 @@
 
 import pandas as pd
 
-from quantinit.io import read_json, redirect_output_to_log, write_json
-from quantinit.tables import load_weights, placeholder_rows, write_table
+from quantinit.cellfiles import load_weights, placeholder_rows, write_table
+from quantinit.io import read_json, start_job, write_json
+from quantinit.registry import STATUS_DIVERGED
 
-redirect_output_to_log(snakemake.log[0])
+start_job(snakemake)
 cell = read_json(snakemake.input.cell)
 layers, _, _ = load_weights(snakemake.input.weights)
 
-if cell["status"] == "diverged":
+if cell["status"] == STATUS_DIVERGED:
     print("cell diverged in training: rows carry the status, measurements left empty")
     errors = placeholder_rows(((layer.name, layer.kind) for layer in layers), "layer")
     sensitivity = errors.copy()
@@ -21,55 +22,24 @@ else:
     import keras
 
     from quantinit.data import load_dataset
-    from quantinit.sensitivity import (
-        most_sensitive,
-        quantization_error_table,
-        sensitivity_table,
-        weight_error_table,
-    )
-    from quantinit.tables import sensitivity_indices
+    from quantinit.sampling import sensitivity_indices
+    from quantinit.sensitivity import measure_sensitivity
 
     dataset = load_dataset(snakemake.input.dataset)
     indices = sensitivity_indices(len(dataset.x_test), snakemake.params.num_images, cell["seed"])
-    images, labels = dataset.x_test[indices], dataset.y_test[indices]
-    folded = keras.models.load_model(snakemake.input.folded)
-    quantization = pd.read_parquet(snakemake.input.quantization)
-    activations = quantization[quantization.role == "activation"]
-    bounds = {r.tensor: (r.qmin[0], r.qmax[0]) for r in activations.itertuples()}
-    scheme = snakemake.params.quantization
-
-    tensor_errors = quantization_error_table(folded, bounds, scheme, images).set_index("tensor")
-    weight_errors = weight_error_table(folded, scheme).set_index("layer")
-    rows = []
-    for layer in layers:
-        rows.append(
-            {
-                "layer": layer.name,
-                "order": layer.order,
-                "kind": layer.kind,
-                "activation": layer.output,
-                **tensor_errors.loc[layer.output, ["mse", "mae", "max_abs", "scale"]].to_dict(),
-                "rmse_over_scale": tensor_errors.loc[layer.output, "rmse_over_scale"],
-                **weight_errors.loc[layer.name].drop(["order", "kind"]).to_dict(),
-            }
-        )
-    errors = pd.DataFrame(rows)
-    sensitivity = sensitivity_table(
-        folded, bounds, scheme, images, labels, qce_epsilon=snakemake.params.qce_epsilon
+    errors, sensitivity, most = measure_sensitivity(
+        keras.models.load_model(snakemake.input.folded),
+        layers,
+        pd.read_parquet(snakemake.input.quantization),
+        snakemake.params.quantization,
+        dataset.x_test[indices],
+        dataset.y_test[indices],
+        qce_epsilon=snakemake.params.qce_epsilon,
     )
-    ranked = most_sensitive(sensitivity, k=len(sensitivity))
-    sensitivity["rank"] = sensitivity["layer"].map({name: i + 1 for i, name in enumerate(ranked)})
-    top = sensitivity.set_index("layer").loc[ranked[:3]]
-    summary = {
-        "most_sensitive": [
-            {"layer": name, "accuracy_drop": float(row.only_drop), "qce": float(row.only_qce)}
-            for name, row in top.iterrows()
-        ],
-        "num_images": len(indices),
-    }
+    summary = {"most_sensitive": most, "num_images": len(indices)}
     print(errors.to_string(max_cols=10))
     print(sensitivity.to_string(max_cols=14))
-    print("most sensitive layers:", summary["most_sensitive"])
+    print("most sensitive layers:", most)
     errors["num_images"] = sensitivity["num_images"] = len(indices)
 
 write_table(errors, "quant_error", cell, snakemake.output.errors)

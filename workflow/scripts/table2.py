@@ -9,9 +9,9 @@ from quantinit.aggregate import (
     table2_markdown,
     to_markdown,
 )
-from quantinit.io import atomic_path, redirect_output_to_log, write_parquet
+from quantinit.io import atomic_path, start_job, write_parquet
 
-redirect_output_to_log(snakemake.log[0])
+start_job(snakemake)
 import pandas as pd  # noqa: E402
 
 metrics = pd.read_parquet(snakemake.input.metrics)

@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 
 from quantinit.data import load_dataset
-from quantinit.io import copy_tree, read_json, redirect_output_to_log, write_json, write_parquet
+from quantinit.io import copy_tree, read_json, start_job, write_json, write_parquet
 from quantinit.training import (
     TrainingTerminated,
     fingerprint,
@@ -16,7 +16,7 @@ from quantinit.training import (
     train_cell,
 )
 
-redirect_output_to_log(snakemake.log[0])
+start_job(snakemake)
 
 from quantinit.models import build_model  # noqa: E402
 from quantinit.runtime import configure_tensorflow  # noqa: E402
@@ -56,7 +56,7 @@ dynamics_settings = snakemake.params.dynamics
 record_dynamics = None
 if dynamics_settings["enabled"]:
     from quantinit.analysis import LayerDynamics
-    from quantinit.tables import calibration_indices
+    from quantinit.sampling import calibration_indices
 
     probe_size = dynamics_settings["probe_samples"]  # <= the training set: checked in the DAG
     probe = dataset.x_train[calibration_indices(len(dataset.x_train), probe_size, seed + 1)]
