@@ -48,7 +48,8 @@ def test_an_interpreter_without_the_package_is_refused(tmp_path):
 def test_a_workflow_whose_library_differs_from_the_installed_one_stops_before_any_job(
     copy_of_library, tmp_path
 ):
-    """A second checkout run with this checkout's environment: Snakemake stops at once."""
+    """A second checkout run with this checkout's environment: Snakemake stops when the run
+    starts, before any job (a dry run, which starts none, plans as usual)."""
     checkout = copy_of_library.parents[1]
     for part in ("Snakefile", "workflow", "config", "reference", ".test"):
         source = REPO / part
@@ -59,8 +60,10 @@ def test_a_workflow_whose_library_differs_from_the_installed_one_stops_before_an
     workdir = tmp_path / "run"
     workdir.mkdir()
     write_config(workdir)
-    ran = snakemake(workdir, "-n", snakefile=checkout / "Snakefile")
+    ran = snakemake(workdir, snakefile=checkout / "Snakefile")
     assert ran.returncode != 0
     output = ran.stdout + ran.stderr
     assert "the two differ" in output and str(copy_of_library) in output, output
     assert not (workdir / "results").exists()
+    planned = snakemake(workdir, "-n", snakefile=checkout / "Snakefile")
+    assert planned.returncode == 0 and "prepare_data" in planned.stdout

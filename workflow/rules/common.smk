@@ -35,13 +35,16 @@ except ConfigError as error:
 # (`make setup` installs the package into .venv), or with --sdm conda the env built from
 # workflow/envs/*.yaml, whose pip line installs the package from QUANTINIT_SOURCE. Each job
 # checks that what it imported is this repository's library (quantinit.io.start_job);
-# without conda that is checked here once, before any job starts.
+# without conda that is checked once, when the run starts (not in a dry run), before any job.
 os.environ.update(QUANTINIT_SOURCE=str(REPOSITORY))
-if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
-    try:
-        check_installed_library(sys.executable, Path(LIBRARY) / "quantinit")
-    except LibraryMismatch as error:
-        raise WorkflowError(str(error)) from None
+
+
+onstart:
+    if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
+        try:
+            check_installed_library(sys.executable, Path(LIBRARY) / "quantinit")
+        except LibraryMismatch as error:
+            raise WorkflowError(str(error)) from None
 
 
 SCRIPTS = REPOSITORY / "workflow" / "scripts"
