@@ -23,11 +23,14 @@ def metric_row(arch, init, seed, status="ok", epoch=10, fp32=80.0, quint8=70.0, 
         arch=arch, init=init, seed=seed, epoch=epoch, status=status, fp32_accuracy=fp32,
         quint8_accuracy=quint8, qmse=0.01, qce=1.0,
         percent_accuracy_decrease=100 * (fp32 - quint8) / fp32, tflite_int8_accuracy=quint8 + 1,
+        quint8_minus_fp32=quint8 - fp32,
     )  # fmt: skip
+    for key in ("fp32_accuracy", "quint8_accuracy", "tflite_int8_accuracy", "quint8_minus_fp32"):
+        row[f"{key}_lo"], row[f"{key}_hi"] = row[key] - 2.0, row[key] + 2.0  # "bootstrap"
     if status == "diverged":
-        for key in ("fp32_accuracy", "quint8_accuracy", "qmse", "qce",
-                    "percent_accuracy_decrease", "tflite_int8_accuracy"):  # fmt: skip
-            row[key] = np.nan
+        for key in list(row):
+            if key.startswith(("fp32", "quint8", "qmse", "qce", "percent", "tflite")):
+                row[key] = np.nan
     row.update(extra)
     return row
 
@@ -64,6 +67,24 @@ def test_table2_means_stds_and_paper_order(metrics):
     diverged = table.set_index("Network").loc["Regular_Conv_No_BN_RandNorm_Large"]
     assert diverged["Status"] == "diverged" and math.isnan(diverged["FP32 Accuracy"])
     assert diverged["n"] == 0
+
+
+def test_table2_intervals_over_seeds_or_test_images(metrics):
+    table = table2(metrics).set_index("Network")
+    he = table.loc["Regular_Conv_With_BN_HeUni"]  # two seeds: 88 and 86
+    # Student t, 1 degree of freedom, 97.5%: 12.7062 (a t table); sem = 1.414 / sqrt(2) = 1
+    assert he["Interval"] == "t over seeds"
+    assert (he["FP32 Accuracy lo"], he["FP32 Accuracy hi"]) == (
+        pytest.approx(87.0 - 12.7062, abs=1e-3),
+        pytest.approx(87.0 + 12.7062, abs=1e-3),
+    )
+    assert he["QUINT8 - FP32"] == -1.5  # (-2 + -1) / 2
+    one = table.loc["DWS_Conv_With_BN_GlorotNorm"]  # one seed: its bootstrap interval
+    assert one["Interval"] == "bootstrap over test images"
+    assert (one["FP32 Accuracy lo"], one["FP32 Accuracy hi"]) == (78.1, 82.1)
+    assert math.isnan(one["Percent Accuracy Decrease lo"])  # no bootstrap of a ratio
+    narrower = table2(metrics, confidence=0.5).loc[lambda t: t.Network == he.name].iloc[0]
+    assert narrower["FP32 Accuracy hi"] - narrower["FP32 Accuracy lo"] == pytest.approx(2.0)
 
 
 def test_table2_can_omit_failed_cells_as_the_paper_did(metrics):
@@ -106,12 +127,12 @@ def test_comparison_matches_rows_by_name(metrics):
     assert len(side_by_side) == 33 + 1  # the paper's rows plus our diverged cell
 
 
-def test_markdown_shows_std_only_with_several_seeds(metrics):
+def test_markdown_shows_each_value_with_its_interval(metrics):
     text = table2_markdown(table2(metrics))
-    assert "| Regular_Conv_With_BN_HeUni | 87.00 ± 1.41 |" in text
-    single = table2_markdown(table2(metrics[metrics.arch != "Regular_Conv_With_BN"]))
-    assert "±" not in single and "| DWS_Conv_With_BN_GlorotNorm | 80.10 | 69.80 |" in single
-    assert "diverged" in text
+    assert "| Regular_Conv_With_BN_HeUni | 87.00 [74.29, 99.71] | 85.50 [" in text
+    assert "| DWS_Conv_With_BN_GlorotNorm | 80.10 [78.10, 82.10] | 69.80 [67.80, 71.80] |" in text
+    assert "| 1 | bootstrap over test images | ok |" in text
+    assert "| 2 | t over seeds | ok |" in text and "diverged" in text
 
 
 def test_most_sensitive_layer_per_cell():

@@ -69,8 +69,15 @@ def test_evaluate_scores_fp32_and_the_fake_quantized_model():
     )  # fmt: skip
     kernels = {name: model.get_layer(name).get_weights()[0] for name in ("fc1", "logits")}
     table = quantize(kernels, {"fc1": "dense", "logits": "dense"}, calibration, SCHEME)
-    row = evaluate(model, model, table, SCHEME, x, labels, batch_size=64, qce_epsilon=1e-7)
+    intervals = {"confidence": 0.95, "resamples": 1000, "seed": 0}
+    row, predictions = evaluate(
+        model, model, table, SCHEME, x, labels, batch_size=64, qce_epsilon=1e-7,
+        intervals=intervals,
+    )  # fmt: skip
     assert row["fp32_accuracy"] == pytest.approx(75.0)
+    assert row["fp32_accuracy_lo"] < 75.0 < row["fp32_accuracy_hi"]
+    assert row["quint8_minus_fp32"] == pytest.approx(row["quint8_accuracy"] - 75.0)
+    assert len(predictions) == 200 and predictions["fp32_correct"].sum() == 150
     assert row["test_samples"] == 200 and row["tflite_error"] is None
     assert np.isnan(row["tflite_int8_accuracy"])  # no TFLite model given
     # the simulated quint8 model by hand: every tensor and kernel fake-quantized

@@ -14,9 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from quantinit.cellfiles import arrow_schema
+from quantinit.claims import VERDICTS
 
 from conftest import REPO
 from workflow_helpers import (
+    TINY,
     deep_update,
     planned_jobs,
     snakemake,
@@ -51,7 +53,10 @@ def cell_dir(workdir, arch, init="HeUni"):
     return workdir / "results" / arch / init / "seed0" / "epoch1"
 
 
-TABLES = ["calibration", "quantization", "metrics", "layerwise", "quant_error", "sensitivity"]
+TABLES = [
+    "calibration", "quantization", "metrics", "predictions", "layerwise", "quant_error",
+    "sensitivity",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("table", TABLES)
@@ -61,6 +66,22 @@ def test_every_table_conforms_to_its_schema(tiny_study, table):
         assert stored.schema.equals(arrow_schema(table), check_metadata=False), arch
     diverged = pq.read_table(tiny_study / DIVERGING / f"{table}.parquet")
     assert diverged.schema.equals(arrow_schema(table), check_metadata=False)
+
+
+def test_predictions_are_what_the_metrics_average(tiny_study):
+    for arch in ("DWS_Conv_With_BN", "Regular_Conv_No_BN"):
+        cell = cell_dir(tiny_study, arch)
+        metrics = pd.read_parquet(cell / "metrics.parquet").iloc[0]
+        predictions = pd.read_parquet(cell / "predictions.parquet")
+        assert len(predictions) == TINY["data"]["synthetic"]["test_samples"]
+        assert 100 * predictions.fp32_correct.mean() == pytest.approx(metrics.fp32_accuracy)
+        assert 100 * predictions.tflite_correct.mean() == pytest.approx(
+            metrics.tflite_int8_accuracy
+        )
+        assert predictions.squared_error.mean() == pytest.approx(metrics.qmse, rel=1e-6)
+        assert metrics.fp32_accuracy_lo <= metrics.fp32_accuracy <= metrics.fp32_accuracy_hi
+        assert metrics.quint8_minus_fp32_lo <= metrics.quint8_minus_fp32
+        assert metrics.quint8_minus_fp32 <= metrics.quint8_minus_fp32_hi
 
 
 def test_metrics_of_trained_cells(tiny_study):
@@ -136,7 +157,13 @@ def test_study_tables_and_figures(tiny_study):
         row = table.loc[f"{arch}_HeUni"]
         assert row["QUINT8 Accuracy"] == pytest.approx(metrics.quint8_accuracy)
         assert row["QCE"] == pytest.approx(metrics.qce) and row["Status"] == metrics.status
+        if metrics.status != "diverged":  # one seed: the cell's bootstrap interval
+            assert row["FP32 Accuracy lo"] == metrics.fp32_accuracy_lo
+            assert row["QUINT8 - FP32 hi"] == metrics.quint8_minus_fp32_hi
     assert "| Network | FP32 Accuracy |" in (study / "table2.md").read_text()
+    claims = pd.read_parquet(study / "claims.parquet")
+    assert len(claims) == 6 and set(claims.verdict) <= set(VERDICTS)
+    assert (study / "claims.md").read_text().count("\n- **") == 6
     comparison = pd.read_csv(study / "comparison.csv")
     assert len(comparison) == 33 + 1  # the paper's rows and DWS_Conv_No_BN_HeUni (not in it)
     for name in ("figure2_vanishing_act", "figure3_layerwise", "degradation_heatmap",

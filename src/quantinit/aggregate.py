@@ -22,7 +22,11 @@ TABLE2_COLUMNS = {
     "qce": "QCE",
     "percent_accuracy_decrease": "Percent Accuracy Decrease",
     "tflite_int8_accuracy": "TFLite INT8 Accuracy",
+    "quint8_minus_fp32": "QUINT8 - FP32",
 }
+# Where the intervals come from: one seed's bootstrap over test images, or seeds
+INTERVAL_IMAGES = "bootstrap over test images"
+INTERVAL_SEEDS = "t over seeds"
 PAPER_COLUMNS = list(TABLE2_COLUMNS)[:5]
 
 
@@ -58,24 +62,42 @@ def _status_summary(statuses: pd.Series) -> str:
     return ", ".join(f"{status} ({count}/{n})" for status, count in counts.items())
 
 
-def table2(metrics: pd.DataFrame, include_failed: bool = True) -> pd.DataFrame:
+def table2(
+    metrics: pd.DataFrame, include_failed: bool = True, confidence: float = 0.95
+) -> pd.DataFrame:
     """The paper's Table 2 from the concatenated metrics of every cell (last analysed epoch).
 
     One row per (arch, init): Network, the mean of each metric over seeds, its standard
-    deviation (ddof 1; NaN for one seed) as "<column> std", n (seeds with metrics), Seeds
-    (all seeds) and Status (e.g. "ok" or "ok (2/3), diverged (1/3)"). Cells whose every seed
+    deviation (ddof 1; NaN for one seed) as "<column> std", its interval as "<column> lo" /
+    "<column> hi", n (seeds with metrics), Interval (what the interval is over), Seeds (all
+    seeds) and Status (e.g. "ok" or "ok (2/3), diverged (1/3)"). With one measured seed the
+    interval is that seed's bootstrap interval over test images (metrics' <column>_lo/_hi;
+    none for the percent decrease); with several, the Student-t interval at `confidence`
+    over the seeds' values (quantinit.intervals.seed_interval). Cells whose every seed
     diverged or did not learn are kept with their status unless include_failed is False
     (the paper omitted them).
     """
+    from quantinit.intervals import seed_interval
+
     rows = []
     for (arch, init), group in final_epoch(metrics).groupby(["arch", "init"], sort=False):
         row = {"arch": arch, "init": init, "Network": cell_name(arch, init)}
         measured = group[group["status"] != STATUS_DIVERGED]
+        measured = measured[measured["fp32_accuracy"].notna()]
         for column, title in TABLE2_COLUMNS.items():
             values = measured[column].astype(float).dropna()
             row[title] = values.mean() if len(values) else np.nan
             row[f"{title} std"] = values.std(ddof=1) if len(values) > 1 else np.nan
-        row["n"] = int(measured["fp32_accuracy"].notna().sum())
+            if len(measured) == 1:
+                one = measured.iloc[0]
+                bounds = (one.get(f"{column}_lo", np.nan), one.get(f"{column}_hi", np.nan))
+            else:
+                bounds = seed_interval(values, confidence)
+            row[f"{title} lo"], row[f"{title} hi"] = (float(b) for b in bounds)
+        row["n"] = len(measured)
+        row["Interval"] = (
+            INTERVAL_IMAGES if len(measured) == 1 else INTERVAL_SEEDS if len(measured) else ""
+        )
         row["Seeds"] = len(group)
         row["Status"] = _status_summary(group["status"])
         rows.append(row)
@@ -141,21 +163,28 @@ def to_markdown(frame: pd.DataFrame, digits: dict | None = None, default_digits:
     return "\n".join(lines) + "\n"
 
 
+def with_interval(value, lo, hi, places: int) -> str:
+    """ "26.50 [23.80, 29.30]"; the value alone without an interval, "" without a value."""
+    if pd.isna(value):
+        return ""
+    text = f"{value:.{places}f}"
+    return text if pd.isna(lo) or pd.isna(hi) else f"{text} [{lo:.{places}f}, {hi:.{places}f}]"
+
+
 def table2_markdown(table: pd.DataFrame) -> str:
-    """Table 2 as the paper prints it: mean (± std over seeds when there are several)."""
+    """Table 2 as the paper prints it, each value with its interval: `mean [lo, hi]`; n and
+    what the intervals are over (test images or seeds) in the last columns."""
     shown = pd.DataFrame({"Network": table["Network"]})
-    several = (table["n"] > 1).any()
     for title in TABLE2_COLUMNS.values():
         places = 3 if title in ("QMSE", "QCE") else 2
-        means, stds = table[title], table[f"{title} std"]
         shown[title] = [
-            ""
-            if pd.isna(m)
-            else f"{m:.{places}f}" + (f" ± {s:.{places}f}" if several and pd.notna(s) else "")
-            for m, s in zip(means, stds, strict=True)
+            with_interval(value, lo, hi, places)
+            for value, lo, hi in zip(
+                table[title], table[f"{title} lo"], table[f"{title} hi"], strict=True
+            )
         ]
-    if several:
-        shown["n"] = table["n"]
+    shown["n"] = table["n"]
+    shown["Interval"] = table["Interval"]
     shown["Status"] = table["Status"]
     return to_markdown(shown)
 

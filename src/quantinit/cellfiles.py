@@ -70,10 +70,38 @@ SCHEMAS = {
         "qce": ("double", "mean over images of -sum_k p_fp32 log clip(p_quint8, eps, 1)"),
         "percent_accuracy_decrease": ("double", "100 (fp32 - quint8) / fp32"),
         "tflite_qmse": ("double", "QMSE of the TFLite model's dequantized outputs"),
+        "quint8_minus_fp32": ("double", "quint8_accuracy - fp32_accuracy, percentage points"),
+        **{
+            f"{metric}_{end}": ("double", f"{which} end of {metric}'s bootstrap interval")
+            for metric in (
+                "fp32_accuracy",
+                "quint8_accuracy",
+                "tflite_int8_accuracy",
+                "quint8_minus_fp32",
+                "qmse",
+                "qce",
+            )
+            for end, which in (("lo", "lower"), ("hi", "upper"))
+        },  # fmt: skip
+        "confidence": ("double", "confidence level of the intervals (evaluation.intervals)"),
+        "bootstrap_resamples": ("int64", "bootstrap resamples of the test images"),
         "tflite_error": ("string", "why LiteRT could not run the int8 model (else null)"),
         "test_samples": ("double", "test images evaluated"),
         "training_reason": ("string", "why training ended with its status"),
         "exported_epoch": ("int64", "epoch of the weights analysed (earlier if diverged)"),
+    },
+    "predictions": {
+        **KEYS,
+        "image": ("int64", "index of the test image in the data set's test split"),
+        "label": ("int64", "true class"),
+        "fp32_class": ("int64", "class the trained float model predicts"),
+        "quint8_class": ("int64", "class the simulated quantized model predicts"),
+        "tflite_class": ("int64", "class the TFLite int8 model predicts (null: not run)"),
+        "fp32_correct": ("bool", "fp32_class == label"),
+        "quint8_correct": ("bool", "quint8_class == label"),
+        "tflite_correct": ("bool", "tflite_class == label (null: not run)"),
+        "squared_error": ("double", "mean over classes of (p_fp32 - p_quint8)^2 (QMSE's term)"),
+        "cross_entropy": ("double", "-sum_k p_fp32 log clip(p_quint8, eps, 1) (QCE's term)"),
     },
     "layerwise": {
         **KEYS,

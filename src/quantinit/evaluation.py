@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from quantinit.intervals import metric_intervals, predictions_table
 from quantinit.tables import metrics_row, quantized_activation_bounds
 
 
@@ -18,11 +19,14 @@ def evaluate(
     labels: np.ndarray,
     batch_size: int,
     qce_epsilon: float,
+    intervals: dict,
     tflite_model: bytes = b"",
     tflite_threads: int | None = None,
-) -> dict:
-    """Metrics of the trained `model` (fp32), of the simulated quantized model built from the
-    `folded` model and `quantization`, and of `tflite_model` when there is one.
+) -> tuple[dict, pd.DataFrame]:
+    """(metrics row, per-image predictions) of the trained `model` (fp32), of the simulated
+    quantized model built from the `folded` model and `quantization`, and of `tflite_model`
+    when there is one. The row holds each metric's bootstrap interval over the test images
+    (`intervals`: confidence, resamples, seed; quantinit.intervals).
 
     LiteRT refuses some degenerate models (e.g. ranges of 1e17 next to all-zero ones in an
     exploded network): the row then keeps its other metrics and says why in tflite_error.
@@ -43,4 +47,12 @@ def evaluate(
             tflite_error = str(error)
     row = metrics_row(labels, p_fp32, p_quint8, p_tflite, qce_epsilon)
     row["tflite_error"] = tflite_error
-    return row
+    predictions = predictions_table(labels, p_fp32, p_quint8, p_tflite, qce_epsilon)
+    row.update(
+        metric_intervals(
+            predictions, intervals["resamples"], intervals["seed"], intervals["confidence"]
+        ),
+        confidence=intervals["confidence"],
+        bootstrap_resamples=intervals["resamples"],
+    )
+    return row, predictions

@@ -50,8 +50,35 @@ rule table2:
     params:
         code=code_version("table2.py"),
         include_failed=config["aggregate"]["include_failed"],
+        confidence=config["evaluation"]["intervals"]["confidence"],
     script:
         "../scripts/table2.py"
+
+
+rule claims:
+    input:
+        table=f"{STUDY}/table2.parquet",
+        layerwise=f"{STUDY}/layerwise.parquet",
+    output:
+        table=report(
+            f"{STUDY}/claims.csv",
+            caption="../report/claims.rst",
+            category="Tables",
+        ),
+        parquet=f"{STUDY}/claims.parquet",
+        markdown=f"{STUDY}/claims.md",
+    log:
+        f"{STUDY}/logs/claims.log",
+    conda:
+        "../envs/analysis.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        code=code_version("claims.py"),
+        confidence=config["evaluation"]["intervals"]["confidence"],
+    script:
+        "../scripts/claims.py"
 
 
 rule figure2:

@@ -81,6 +81,7 @@ rule evaluate:
         cell=f"{EPOCH_DIR}/cell.json",
     output:
         metrics=f"{EPOCH_DIR}/metrics.parquet",
+        predictions=f"{EPOCH_DIR}/predictions.parquet",
         tflite=f"{EPOCH_DIR}/model_int8.tflite",
     log:
         f"{EPOCH_DIR}/logs/evaluate.log",

@@ -1,5 +1,5 @@
 """Rule evaluate: the full-integer TFLite model, then fp32, simulated quint8 and TFLite int8
-on the test set; QMSE, QCE."""
+on the test set; QMSE, QCE, each with its bootstrap interval; the per-image predictions."""
 
 from pathlib import Path
 
@@ -16,7 +16,7 @@ tflite_model = b""
 
 if cell["status"] == STATUS_DIVERGED:
     print("cell diverged in training: metrics left empty")
-    row = {}
+    row, predictions = {}, pd.DataFrame()
 else:
     from quantinit.runtime import configure_tensorflow
 
@@ -36,7 +36,7 @@ else:
         )
         tflite_model = convert_full_integer(folded, dataset.x_train[indices])
         print(f"TFLite full-integer model: {len(tflite_model)} bytes")
-    row = evaluate(
+    row, predictions = evaluate(
         keras.models.load_model(snakemake.input.model),
         folded,
         pd.read_parquet(snakemake.input.quantization),
@@ -45,14 +45,22 @@ else:
         dataset.y_test,
         batch_size=settings["batch_size"],
         qce_epsilon=settings["qce_epsilon"],
+        intervals=settings["intervals"],
         tflite_model=tflite_model,
         tflite_threads=snakemake.threads,
     )
     if row["tflite_error"]:
         print(f"LiteRT could not run the int8 model: {row['tflite_error']}")
     print(", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "tflite_error"))
+    print(
+        f"quint8 - fp32: {row['quint8_minus_fp32']:+.2f} points, "
+        f"{row['confidence']:.0%} interval [{row['quint8_minus_fp32_lo']:+.2f}, "
+        f"{row['quint8_minus_fp32_hi']:+.2f}] ({row['bootstrap_resamples']} resamples "
+        f"of the {len(predictions)} test images)"
+    )
 row["training_reason"] = cell["reason"]
 row["exported_epoch"] = cell["exported_epoch"]
 write_table(pd.DataFrame([row]), "metrics", cell, snakemake.output.metrics)
+write_table(predictions, "predictions", cell, snakemake.output.predictions)
 with atomic_path(snakemake.output.tflite) as tmp:
     Path(tmp).write_bytes(tflite_model)

@@ -15,7 +15,11 @@ start_job(snakemake)
 import pandas as pd  # noqa: E402
 
 metrics = pd.read_parquet(snakemake.input.metrics)
-table = table2(metrics, include_failed=snakemake.params.include_failed)
+table = table2(
+    metrics,
+    include_failed=snakemake.params.include_failed,
+    confidence=snakemake.params.confidence,
+)
 side_by_side = comparison(table, read_paper_table2(snakemake.input.paper))
 write_parquet(table, snakemake.output.table)
 for frame, path in ((table, snakemake.output.csv), (side_by_side, snakemake.output.comparison)):

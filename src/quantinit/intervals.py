@@ -1,0 +1,101 @@
+"""How sure a number is: per-image terms of the evaluation metrics, bootstrap intervals over
+test images, t-intervals over seeds (scipy.stats).
+
+Every metric of Table 2 except the percent decrease is a mean over test images of a
+per-image term: accuracy of "correct" (in percent), QMSE of the image's mean squared
+probability difference, QCE of the image's cross-entropy, and the quint8 - fp32 accuracy
+difference of correct_quint8 - correct_fp32. A percentile bootstrap over images of that mean
+gives its interval; the difference's interval resamples images once for both models, so it
+is paired (the two models err on many of the same images, which narrows it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+# metric -> per-image column of the predictions table it is the mean of (x100: percent)
+ACCURACY_TERMS = {
+    "fp32_accuracy": "fp32_correct",
+    "quint8_accuracy": "quint8_correct",
+    "tflite_int8_accuracy": "tflite_correct",
+}
+
+
+def predictions_table(labels, p_fp32, p_quint8, p_tflite=None, qce_epsilon=1e-7):
+    """One row per test image: its label, each model's class, whether it is right, and the
+    image's QMSE and QCE terms (their means over images are metrics_row's qmse and qce)."""
+    p_fp32 = np.asarray(p_fp32, dtype=np.float64)
+    p_quint8 = np.asarray(p_quint8, dtype=np.float64)
+    labels = np.asarray(labels).astype(np.int64)
+    frame = pd.DataFrame(
+        {
+            "image": np.arange(len(labels), dtype=np.int64),
+            "label": labels,
+            "fp32_class": p_fp32.argmax(axis=1),
+            "quint8_class": p_quint8.argmax(axis=1),
+            "tflite_class": pd.array(
+                [None] * len(labels) if p_tflite is None else np.argmax(p_tflite, axis=1),
+                dtype="Int64",
+            ),
+            "squared_error": np.mean((p_fp32 - p_quint8) ** 2, axis=1),
+            "cross_entropy": -np.sum(p_fp32 * np.log(np.clip(p_quint8, qce_epsilon, 1.0)), axis=1),
+        }
+    )
+    for model in ("fp32", "quint8", "tflite"):
+        frame[f"{model}_correct"] = (frame[f"{model}_class"] == frame["label"]).astype("boolean")
+    return frame
+
+
+def bootstrap_interval(values, resamples: int, seed: int, confidence: float):
+    """(lo, hi): the percentile bootstrap interval of mean(values) (scipy.stats.bootstrap);
+    a constant sample gives (value, value)."""
+    from scipy.stats import bootstrap
+
+    values = np.asarray(values, dtype=np.float64)
+    if np.all(values == values[0]):
+        return float(values[0]), float(values[0])
+    result = bootstrap(
+        (values,),
+        np.mean,
+        n_resamples=resamples,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+        batch=max(1, 2_000_000 // len(values)),  # resamples per batch: ~16 MB of indices
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def metric_intervals(predictions: pd.DataFrame, resamples: int, seed: int, confidence: float):
+    """{<metric>_lo, <metric>_hi} for the accuracies (percent), quint8_minus_fp32 (points,
+    with its value), qmse and qce, from the per-image predictions table."""
+    terms = {
+        metric: 100.0 * predictions[column].astype("float64")
+        for metric, column in ACCURACY_TERMS.items()
+    }
+    terms["quint8_minus_fp32"] = terms["quint8_accuracy"] - terms["fp32_accuracy"]
+    terms["qmse"] = predictions["squared_error"]
+    terms["qce"] = predictions["cross_entropy"]
+    row = {"quint8_minus_fp32": float(terms["quint8_minus_fp32"].mean())}
+    for stream, (metric, values) in enumerate(terms.items()):
+        values = values.dropna().to_numpy()
+        lo = hi = np.nan
+        if len(values):
+            lo, hi = bootstrap_interval(values, resamples, seed + 1000 * stream, confidence)
+        row[f"{metric}_lo"], row[f"{metric}_hi"] = lo, hi
+    return row
+
+
+def seed_interval(values, confidence: float):
+    """(lo, hi): the Student-t interval of the mean of per-seed values (scipy.stats.t);
+    (nan, nan) for fewer than two values."""
+    from scipy.stats import t
+
+    values = np.asarray(values, dtype=np.float64)
+    values = values[~np.isnan(values)]
+    if len(values) < 2:
+        return np.nan, np.nan
+    mean, sem = values.mean(), values.std(ddof=1) / np.sqrt(len(values))
+    half = t.ppf(0.5 + confidence / 2, df=len(values) - 1) * sem
+    return float(mean - half), float(mean + half)
