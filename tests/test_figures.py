@@ -264,7 +264,8 @@ def test_degradation_heatmap_shows_table_2s_epoch(tmp_path, metrics):
     fig = degradation_heatmap(both, [tmp_path / "h.png"])
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert "11" in texts and "99" not in texts  # HeUni: the mean of epoch 3's 10 and 12
-    table = table2(both.assign(qmse=0.0, qce=0.0, tflite_int8_accuracy=0.0)).set_index("Network")
+    measured = both.assign(qmse=0.0, qce=0.0, tflite_int8_accuracy=0.0, quint8_minus_fp32=0.0)
+    table = table2(measured).set_index("Network")
     assert table.loc["DWS_Conv_With_BN_HeUni", "Percent Accuracy Decrease"] == 11
 
 
