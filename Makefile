@@ -2,8 +2,8 @@
 # make quick - set up and run the quick preset on the CIFAR-10 JPEG copy in data/
 # make test  - set up and run the test suite (what CI runs)
 # make lint  - ruff, snakefmt and snakemake --lint
-# make docs-figures - rerun (if needed) the quick preset's study and copy Figures 2, 3 and
-#              Table 2 into docs/, as shown in README.md
+# make docs-figures - rerun (if needed) the quick preset's study, copy Figures 2, 3, Table 2
+#              and the claims into docs/ and rewrite README.md's study summary from them
 VENV ?= .venv
 PYTHON ?= python3
 CORES ?= 8
@@ -45,7 +45,7 @@ lint: setup
 QUICK_STUDY := results/quick/study
 docs-figures: setup data
 	# (--configfile takes several files: targets go before it)
-	$(BIN)/snakemake --cores 2 $(QUICK_STUDY)/table2.md \
+	$(BIN)/snakemake --cores 2 $(QUICK_STUDY)/table2.md $(QUICK_STUDY)/claims.md \
 		$(QUICK_STUDY)/figures/figure2_vanishing_act.png $(QUICK_STUDY)/figures/figure3_layerwise.png \
 		$(QUICK_STUDY)/figures/degradation_heatmap.png --configfile config/quick.yaml
 	$(BIN)/python -c 'import sys; from PIL import Image; \
@@ -55,6 +55,10 @@ docs-figures: setup data
 		$(QUICK_STUDY)/figures/figure3_layerwise.png docs/quick-figure3.png \
 		$(QUICK_STUDY)/figures/degradation_heatmap.png docs/quick-heatmap.png
 	cp $(QUICK_STUDY)/table2.md docs/quick-table2.md
+	cp $(QUICK_STUDY)/table2.csv docs/quick-table2.csv
+	cp $(QUICK_STUDY)/claims.md docs/quick-claims.md
+	cp $(QUICK_STUDY)/claims.csv docs/quick-claims.csv
+	$(BIN)/python -m quantinit.summary docs/quick-table2.csv docs/quick-claims.csv README.md
 
 # make bench - the benchmark (benchmarks/README.md): ARGS=--smoke for the 1-2 minute version
 .PHONY: bench

@@ -50,7 +50,7 @@ ANALYSIS_STAGES = [
     "quant_sensitivity",
 ]
 ALL_STAGES = ["prepare_data", "train", *ANALYSIS_STAGES]
-TF_STAGES = {"train", "fold_bn", "calibrate", "evaluate", "quant_sensitivity"}
+TF_STAGES = {"train", "calibrate", "evaluate", "quant_sensitivity"}
 GROUPS = ["training", "stages", "workflow", "evaluation", "memory"]
 
 TARGET_TRAIN_RATIO = 0.95
@@ -361,14 +361,15 @@ def worker_evaluate(spec: dict) -> dict:
         model, result["load_s"] = _timed(keras.models.load_model, epoch_dir / "model.keras")
         measure_keras(model)
     elif backend == "quint8":  # what rules calibrate, quantize and evaluate do, defaults
-        from quantinit.analysis import build_quantized_model
+        from quantinit.analysis import build_quantized_model, folded_model
         from quantinit.calibration import calibrate
-        from quantinit.cellfiles import load_weights
+        from quantinit.cellfiles import load_folded, load_weights
         from quantinit.tables import quantize, quantized_activation_bounds, tensor_kinds
 
         defaults = schema_defaults()
         scheme, bits = defaults["quantization"], defaults["quantization"]["bits"]
-        folded = keras.models.load_model(epoch_dir / "folded.keras")
+        model = keras.models.load_model(epoch_dir / "model.keras")
+        folded = folded_model(model, load_folded(epoch_dir / "weights.npz"))
         layers, _, folded_kernels = load_weights(epoch_dir / "weights.npz")
         table, result["calibration_s"] = _timed(
             calibrate, folded, calibration_images(), tensor_kinds(layers),

@@ -8,6 +8,7 @@ import pytest
 
 from quantinit.aggregate import (
     comparison,
+    comparison_markdown,
     most_sensitive_table,
     read_paper_table2,
     split_cell_name,
@@ -125,6 +126,19 @@ def test_comparison_matches_rows_by_name(metrics):
     assert side_by_side.loc["Regular_Conv_No_BN_RandNorm_Large", "In"] == "ours only"
     assert side_by_side.loc["Regular_Conv_With_BN_GlorotUni", "In"] == "paper only"
     assert len(side_by_side) == 33 + 1  # the paper's rows plus our diverged cell
+
+
+def test_comparison_markdown_fits_a_screen(metrics):
+    paper = read_paper_table2(REPO / "reference" / "paper_table2.csv")
+    text = comparison_markdown(comparison(table2(metrics), paper))
+    header = text.splitlines()[0].strip("| ").split(" | ")
+    assert header[:2] == ["Network", "Status"] and len(header) == 2 + 5
+    assert "FP32 Accuracy: paper / ours" in header and "QCE: paper / ours" in header
+    assert "| DWS_Conv_With_BN_RandUni_Large | ok | 76.60 / 76.60 | 74.18 / 74.20 |" in text
+    # our diverged cell: no paper row and no value of ours; a paper row we lack: no ours
+    assert "| Regular_Conv_No_BN_RandNorm_Large | diverged | – / – |" in text
+    glorot = next(line for line in text.splitlines() if "Regular_Conv_With_BN_GlorotUni |" in line)
+    assert glorot.split(" | ")[2].endswith(" / –")
 
 
 def test_markdown_shows_each_value_with_its_interval(metrics):

@@ -11,9 +11,15 @@ from quantinit.analysis import (
     capture,
     check_folding,
     fold_model,
+    fold_weights,
+    folded_model,
     kernel_layers,
+    kernel_layers_of,
+    layer_specs,
+    layer_weights,
     quantized_tensors,
 )
+from quantinit.cellfiles import load_folded, load_layers, save_layers, save_weights
 from quantinit.models import build_model, weighted_layers
 from quantinit.quantization import fake_quant_reference
 from quantinit.registry import ARCHITECTURES
@@ -71,6 +77,36 @@ def test_folded_model_gives_the_same_logits(arch):
     np.testing.assert_array_equal(
         folded.get_layer(second).get_weights()[0], weights[second]["kernel"]
     )
+
+
+@pytest.mark.parametrize("arch", ["Regular_Conv_With_BN", "DWS_Conv_With_BN", "DWS_Conv_No_BN"])
+def test_folding_from_the_layers_file_is_the_keras_fold(arch, tmp_path):
+    """What rule fold_bn does without Keras (layers.npz -> weights.npz) and what the stages
+    that run the network rebuild from it equal folding the Keras model in memory."""
+    model = build_model(arch, "GlorotUni", 0, **SMALL)
+    randomize_batchnorm(model)
+    save_layers(tmp_path / "layers.npz", layer_specs(model), layer_weights(model))
+    specs, weights = load_layers(tmp_path / "layers.npz")
+    assert specs == layer_specs(model)
+    for layer in model.layers:
+        for stored, kept in zip(weights.get(layer.name, []), layer.get_weights(), strict=True):
+            np.testing.assert_array_equal(stored, kept)
+    layers = kernel_layers_of(specs)
+    assert layers == kernel_layers(model)
+    folded = fold_weights(specs, weights, layers)
+    trained = {k.name: weights[k.name][0] for k in layers}
+    save_weights(tmp_path / "weights.npz", layers, trained, folded)
+    in_memory, expected = fold_model(model)
+    rebuilt = folded_model(model, load_folded(tmp_path / "weights.npz"))
+    for k in layers:  # bit-identical, biases included
+        for got, want in zip(
+            rebuilt.get_layer(k.name).get_weights(), in_memory.get_layer(k.name).get_weights(),
+            strict=True,
+        ):  # fmt: skip
+            np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(folded[k.name]["bias"], expected[k.name]["bias"])
+    x = images(8)
+    np.testing.assert_array_equal(rebuilt.predict(x, verbose=0), in_memory.predict(x, verbose=0))
 
 
 def test_folding_check_passes_a_fold_and_fails_a_wrong_one():

@@ -269,12 +269,16 @@ def test_degradation_heatmap_shows_table_2s_epoch(tmp_path, metrics):
     assert table.loc["DWS_Conv_With_BN_HeUni", "Percent Accuracy Decrease"] == 11
 
 
+def _panel(fig, arch):
+    return next(ax for ax in fig.axes if ax.get_visible() and ax.get_title() == arch)
+
+
 def test_accuracy_vs_epoch_lines(tmp_path, metrics):
     later = metrics.assign(epoch=6, quint8_accuracy=metrics.quint8_accuracy - 5)
     paths = _paths(tmp_path, "acc")
     fig = accuracy_vs_epoch(pd.concat([metrics, later]), paths)
     _check_files(paths)
-    ax = fig.axes[0]
+    ax = _panel(fig, HE[0])
     he = cell_name(*HE)
     fp32, quint8 = _line(ax, f"{he}|fp32"), _line(ax, f"{he}|quint8")
     np.testing.assert_array_equal(fp32.get_xdata(), [3, 6])
@@ -282,23 +286,44 @@ def test_accuracy_vs_epoch_lines(tmp_path, metrics):
     np.testing.assert_allclose(quint8.get_ydata(), [72.96, 67.96])
     assert fp32.get_linestyle() == "-" and quint8.get_linestyle() == "--"
     assert fp32.get_color() == quint8.get_color()
-    assert "one epoch" not in ax.get_title() and "min–max" in ax.get_title()
+    assert quint8.get_markerfacecolor() == "none" and fp32.get_marker() == "o"
+    assert "epochs 3, 6" in fig.get_suptitle() and "solid" not in fig.get_suptitle()
+    assert "95% interval (bootstrap over test images / t over seeds)" in fig.get_suptitle()
     assert ax.get_ylabel() == "test accuracy (%)"
+    # one panel per architecture present, in Table 2's order
+    assert [a.get_title() for a in fig.axes if a.get_visible()] == [
+        "DWS_Conv_No_BN", "DWS_Conv_With_BN", "Regular_Conv_No_BN",
+    ]  # fmt: skip
 
 
-def test_accuracy_single_epoch_draws_points_side_by_side(tmp_path, metrics):
-    fig = accuracy_vs_epoch(metrics, [tmp_path / "a.png"])
-    ax = fig.axes[0]
-    assert "one epoch analysed (epoch 3)" in ax.get_title()
-    line = _line(ax, f"{cell_name(*RU)}|quint8")
-    assert line.get_marker() == "s"
-    (x,) = line.get_xdata()
-    assert 2.5 < x < 3.5 and list(ax.get_xticks()) == [3]
-    np.testing.assert_allclose(line.get_ydata(), [79.335])
-    # every cell at its own offset, fp32 and quint8 of one cell at the same one
-    xs = {ln.get_gid().split("|")[0]: ln.get_xdata()[0] for ln in ax.lines if ln.get_gid()}
-    assert len(set(xs.values())) == 4
-    assert _line(ax, f"{cell_name(*RU)}|fp32").get_xdata()[0] == x
+def test_accuracy_single_epoch_shows_each_cell_with_its_interval(tmp_path, metrics):
+    from scipy import stats
+
+    one_seed = metrics.assign(quint8_accuracy_lo=metrics.quint8_accuracy - 2.5)
+    one_seed["quint8_accuracy_hi"] = one_seed.quint8_accuracy + 1.5
+    fig = accuracy_vs_epoch(one_seed, [tmp_path / "a.png"], confidence=0.9)
+    ax = _panel(fig, RU[0])
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    ru, he = (_line(ax, f"{cell_name(*c)}|quint8") for c in (RU, HE))
+    (x,) = ru.get_xdata()
+    assert labels[round(x)] == "RandUni_Large" and ru.get_marker() == "s"
+    assert _line(ax, f"{cell_name(*RU)}|fp32").get_xdata()[0] < x  # side by side
+    np.testing.assert_allclose(ru.get_ydata(), [79.335])
+    # one seed: the metrics' bootstrap bounds; two seeds: the t-interval over seeds
+    bars = {c.lines[0].get_gid(): c.lines[2][0] for c in ax.containers}
+    ((_, lo), (_, hi)) = bars[f"{cell_name(*RU)}|quint8"].get_segments()[0]
+    np.testing.assert_allclose([lo, hi], [79.335 - 2.5, 79.335 + 1.5])
+    values = np.array([72.0, 73.92])
+    half = stats.t.ppf(0.95, 1) * values.std(ddof=1) / np.sqrt(2)
+    ((_, lo), (_, hi)) = bars[f"{cell_name(*HE)}|quint8"].get_segments()[0]
+    np.testing.assert_allclose([lo, hi], [values.mean() - half, values.mean() + half])
+    np.testing.assert_allclose(he.get_ydata(), [values.mean()])
+    assert "epoch 3" in fig.get_suptitle() and "90% interval" in fig.get_suptitle()
+    # a diverged cell is named in its place, not drawn
+    diverged = _panel(fig, "Regular_Conv_No_BN")
+    (text,) = [t for t in diverged.texts if t.get_gid()]
+    assert text.get_text() == "diverged" and text.get_gid().startswith("Regular_Conv_No_BN_HeNorm")
+    assert not [ln for ln in diverged.lines if ln.get_gid()]
 
 
 def test_common_seed_count_is_said_once_in_the_title(tmp_path, layerwise):

@@ -26,6 +26,7 @@ NUMPY_ONLY = [
     "quantinit.sensitivity",
     "quantinit.aggregate",
     "quantinit.figures",
+    "quantinit.summary",
 ]
 
 

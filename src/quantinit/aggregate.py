@@ -62,29 +62,29 @@ def _status_summary(statuses: pd.Series) -> str:
     return ", ".join(f"{status} ({count}/{n})" for status, count in counts.items())
 
 
-def table2(
-    metrics: pd.DataFrame, include_failed: bool = True, confidence: float = 0.95
+def summarize_cells(
+    metrics: pd.DataFrame, columns: dict[str, str], confidence: float = 0.95
 ) -> pd.DataFrame:
-    """The paper's Table 2 from the concatenated metrics of every cell (last analysed epoch).
+    """One row per (arch, init) of `metrics` (one row per seed: callers choose the epoch),
+    in Table 2's order.
 
-    One row per (arch, init): Network, the mean of each metric over seeds, its standard
-    deviation (ddof 1; NaN for one seed) as "<column> std", its interval as "<column> lo" /
-    "<column> hi", n (seeds with metrics), Interval (what the interval is over), Seeds (all
-    seeds) and Status (e.g. "ok" or "ok (2/3), diverged (1/3)"). With one measured seed the
-    interval is that seed's bootstrap interval over test images (metrics' <column>_lo/_hi;
-    none for the percent decrease); with several, the Student-t interval at `confidence`
-    over the seeds' values (quantinit.intervals.seed_interval). Cells whose every seed
-    diverged or did not learn are kept with their status unless include_failed is False
-    (the paper omitted them).
+    For each metrics column -> title in `columns`: the mean over the seeds that were
+    measured (not diverged, with an fp32 accuracy), its standard deviation (ddof 1; NaN for
+    one seed) as "<title> std", and its interval as "<title> lo" / "<title> hi": with one
+    measured seed that seed's bootstrap interval over test images (metrics' <column>_lo/_hi,
+    NaN where the metrics have none), with several the Student-t interval at `confidence`
+    over the seeds' values (quantinit.intervals.seed_interval). Also Network, n (measured
+    seeds), Interval (what the intervals are over), Seeds (all seeds) and Status (e.g. "ok"
+    or "ok (2/3), diverged (1/3)").
     """
     from quantinit.intervals import seed_interval
 
     rows = []
-    for (arch, init), group in final_epoch(metrics).groupby(["arch", "init"], sort=False):
+    for (arch, init), group in metrics.groupby(["arch", "init"], sort=False):
         row = {"arch": arch, "init": init, "Network": cell_name(arch, init)}
         measured = group[group["status"] != STATUS_DIVERGED]
         measured = measured[measured["fp32_accuracy"].notna()]
-        for column, title in TABLE2_COLUMNS.items():
+        for column, title in columns.items():
             values = measured[column].astype(float).dropna()
             row[title] = values.mean() if len(values) else np.nan
             row[f"{title} std"] = values.std(ddof=1) if len(values) > 1 else np.nan
@@ -104,10 +104,22 @@ def table2(
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    if not include_failed:
-        table = table[table["Status"] == STATUS_OK]
     table = table.iloc[np.argsort(_sort_key(table).to_numpy(), kind="stable")]
     return table.reset_index(drop=True)
+
+
+def table2(
+    metrics: pd.DataFrame, include_failed: bool = True, confidence: float = 0.95
+) -> pd.DataFrame:
+    """The paper's Table 2 from the concatenated metrics of every cell: summarize_cells of
+    each seed's last analysed epoch over TABLE2_COLUMNS. Cells whose every seed diverged or
+    did not learn are kept with their status unless include_failed is False (the paper
+    omitted them).
+    """
+    table = summarize_cells(final_epoch(metrics), TABLE2_COLUMNS, confidence)
+    if not table.empty and not include_failed:
+        table = table[table["Status"] == STATUS_OK].reset_index(drop=True)
+    return table
 
 
 def read_paper_table2(path) -> pd.DataFrame:
@@ -138,6 +150,20 @@ def comparison(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     out["arch"], out["init"] = names.str[0], names.str[1]
     out = out.iloc[np.argsort(_sort_key(out).to_numpy(), kind="stable")]
     return out.drop(columns=["arch", "init"]).reset_index(drop=True)
+
+
+def comparison_markdown(side_by_side: pd.DataFrame) -> str:
+    """The comparison as a screen-wide Markdown table: per row its status and, per metric,
+    "paper / ours" ("–" where a side has no value); the differences are in the CSV."""
+    shown = side_by_side[["Network", "Status"]].copy()
+    for column in PAPER_COLUMNS:
+        title = TABLE2_COLUMNS[column]
+        places = 3 if column in ("qmse", "qce") else 2
+        pairs = zip(side_by_side[f"{title} (paper)"], side_by_side[f"{title} (ours)"], strict=True)
+        shown[f"{title}: paper / ours"] = [
+            " / ".join("–" if pd.isna(v) else f"{v:.{places}f}" for v in pair) for pair in pairs
+        ]
+    return to_markdown(shown)
 
 
 def _format(value, digits: int) -> str:

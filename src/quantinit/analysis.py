@@ -12,6 +12,7 @@ flattening keep their input's quantization, as in TFLite.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,39 +34,61 @@ class KernelLayer:
     output: str  # the layer whose output is this layer's quantized tensor
 
 
-def _kind(layer) -> str | None:
-    import keras
+# The config keys of a layer that the analysis reads besides its class and name
+SPEC_KEYS = ("kernel_size", "epsilon")
 
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
+
+def layer_specs(model) -> list[dict]:
+    """Every layer of `model` in order as {"name", "class", and its SPEC_KEYS}: what the
+    numpy-only stages need to know of the network (JSON-serialisable)."""
+    specs = []
+    for layer in model.layers:
+        config = layer.get_config()
+        spec = {"name": layer.name, "class": type(layer).__name__}
+        spec.update({key: config[key] for key in SPEC_KEYS if key in config})
+        specs.append(spec)
+    return json.loads(json.dumps(specs))  # tuples as lists: as a file gives them back
+
+
+def layer_weights(model) -> dict[str, list[np.ndarray]]:
+    """{layer name: its weights (Keras order)} of every layer that has weights."""
+    return {layer.name: layer.get_weights() for layer in model.layers if layer.weights}
+
+
+def _kind(spec: dict) -> str | None:
+    if spec["class"] == "DepthwiseConv2D":
         return "depthwise"
-    if isinstance(layer, keras.layers.Conv2D):
-        return "pointwise" if tuple(layer.kernel_size) == (1, 1) else "conv"
-    if isinstance(layer, keras.layers.Dense):
+    if spec["class"] == "Conv2D":
+        return "pointwise" if tuple(spec["kernel_size"]) == (1, 1) else "conv"
+    if spec["class"] == "Dense":
         return "dense"
     return None
 
 
-def kernel_layers(model) -> list[KernelLayer]:
-    """The kernel layers of a chain model, in order, with their BN and output layers."""
-    import keras
-
-    layers = model.layers
+def kernel_layers_of(specs: list[dict]) -> list[KernelLayer]:
+    """The kernel layers of a chain given as layer_specs, in order, with their BN and output
+    layers."""
     found = []
-    for index, layer in enumerate(layers):
-        kind = _kind(layer)
+    for index, spec in enumerate(specs):
+        kind = _kind(spec)
         if kind is None:
             continue
-        batchnorm, output = None, layer.name
-        for follower in layers[index + 1 :]:
-            if isinstance(follower, keras.layers.BatchNormalization):
-                batchnorm = follower.name
-            elif isinstance(follower, keras.layers.ReLU):
-                output = follower.name
+        batchnorm, output = None, spec["name"]
+        for follower in specs[index + 1 :]:
+            if follower["class"] == "BatchNormalization":
+                batchnorm = follower["name"]
+            elif follower["class"] == "ReLU":
+                output = follower["name"]
                 break
             else:
                 break
-        found.append(KernelLayer(len(found), layer.name, kind, batchnorm, output))
+        found.append(KernelLayer(len(found), spec["name"], kind, batchnorm, output))
     return found
+
+
+def kernel_layers(model) -> list[KernelLayer]:
+    """The kernel layers of a Keras chain model (kernel_layers_of its layer_specs)."""
+    return kernel_layers_of(layer_specs(model))
 
 
 def quantized_tensors(model) -> list[str]:
@@ -84,46 +107,50 @@ def rebuild_model(model, transform):
     return keras.Model(inputs, x, name=model.name)
 
 
-def folded_weights(model, layers=None) -> dict:
-    """{kernel layer: {"kernel", "bias"}} with every BatchNorm folded in (Eq. 3), numpy only."""
-    weights: dict[str, dict[str, np.ndarray]] = {}
-    for layer in layers or kernel_layers(model):
-        kernel, *bias = model.get_layer(layer.name).get_weights()
+def fold_weights(specs: list[dict], weights: dict, layers=None) -> dict:
+    """{kernel layer: {"kernel", "bias"}} with every BatchNorm folded in (Eq. 3), numpy only.
+
+    `specs` and `weights` as layer_specs / layer_weights give them (or cellfiles.load_layers
+    reads them back); `layers` defaults to kernel_layers_of(specs).
+    """
+    epsilons = {spec["name"]: spec.get("epsilon") for spec in specs}
+    folded: dict[str, dict[str, np.ndarray]] = {}
+    for layer in layers or kernel_layers_of(specs):
+        kernel, *bias = weights[layer.name]
         bias = bias[0] if bias else None
         if layer.batchnorm:
-            bn = model.get_layer(layer.batchnorm)
-            gamma, beta, mean, variance = bn.get_weights()
+            gamma, beta, mean, variance = weights[layer.batchnorm]
             kernel, bias = fold_batchnorm(
-                kernel, bias, gamma, beta, mean, variance, bn.epsilon, layer.kind
+                kernel, bias, gamma, beta, mean, variance, epsilons[layer.batchnorm], layer.kind
             )
-        weights[layer.name] = {"kernel": kernel, "bias": bias}
-    return weights
+        folded[layer.name] = {"kernel": kernel, "bias": bias}
+    return folded
 
 
-def fold_model(model):
-    """A BatchNorm-free copy of `model` with every BN folded into the layer before it (Eq. 3).
-
-    Kernels keep their layer names; a kernel layer followed by BN gains a bias. Returns
-    (folded_model, {layer name: {"kernel", "bias"}} of the folded weights).
-    """
+def folded_model(model, folded: dict):
+    """A BatchNorm-free copy of `model` carrying the `folded` weights ({layer: {"kernel",
+    "bias"}}, from fold_weights): kernels keep their layer names, a kernel layer followed
+    by BN gains a bias."""
     import keras
-
-    layers = kernel_layers(model)
-    by_name = {k.name: k for k in layers}
-    weights = folded_weights(model, layers)
 
     def transform(layer, x):
         if isinstance(layer, keras.layers.BatchNormalization):
             return x
         config = layer.get_config()
-        if layer.name in by_name:
+        if layer.name in folded:
             config["use_bias"] = True
         return layer.__class__.from_config(config)(x)
 
-    folded = rebuild_model(model, transform)
-    for name, w in weights.items():
-        folded.get_layer(name).set_weights([w["kernel"], w["bias"]])
-    return folded, weights
+    rebuilt = rebuild_model(model, transform)
+    for name, w in folded.items():
+        rebuilt.get_layer(name).set_weights([w["kernel"], w["bias"]])
+    return rebuilt
+
+
+def fold_model(model):
+    """(folded_model, folded weights) of a Keras model: fold_weights, then folded_model."""
+    folded = fold_weights(layer_specs(model), layer_weights(model))
+    return folded_model(model, folded), folded
 
 
 def capture_model(model, names: list[str]):
@@ -227,7 +254,8 @@ class LayerDynamics:
         import tensorflow as tf
 
         self.model = model
-        self.layers = kernel_layers(model)
+        self.specs = layer_specs(model)
+        self.layers = kernel_layers_of(self.specs)
         self.probe = tf.constant(probe_images, dtype="float32")
         self.percentile = percentile
         capture = capture_model(model, [k.output for k in self.layers])
@@ -254,12 +282,13 @@ class LayerDynamics:
             tensor_range,
         )
 
-        folded = folded_weights(self.model, self.layers)
+        weights = layer_weights(self.model)
+        folded = fold_weights(self.specs, weights, self.layers)
         rows = []
         for layer, (activation, channel_min, channel_max) in zip(
             self.layers, self.forward(self.probe), strict=True
         ):
-            kernel = self.model.get_layer(layer.name).get_weights()[0]
+            kernel = weights[layer.name][0]
             folded_kernel = folded[layer.name]["kernel"]
             w_lo, w_hi = tensor_range(kernel)
             f_lo, f_hi = tensor_range(folded_kernel)

@@ -247,6 +247,42 @@ def load_weights(path):
     return layers, trained, folded
 
 
+def load_folded(path) -> dict:
+    """{kernel layer: {"kernel", "bias"}} of the BN-folded weights save_weights wrote (what
+    analysis.folded_model takes)."""
+    layers, _, kernels = load_weights(path)
+    with np.load(path) as stored:
+        return {
+            layer.name: {"kernel": kernels[layer.name], "bias": stored[f"{layer.name}/folded_bias"]}
+            for layer in layers
+        }
+
+
+def save_layers(path, specs: list[dict], weights: dict) -> None:
+    """A trained network for numpy-only stages: its layer specs (analysis.layer_specs, in
+    order, as JSON) and every layer's weights (analysis.layer_weights) as "<layer>/<i>"."""
+    from quantinit.io import atomic_path
+
+    arrays = {"specs": np.array(json.dumps(specs))}
+    for name, values in weights.items():
+        for i, value in enumerate(values):
+            arrays[f"{name}/{i}"] = value
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)
+
+
+def load_layers(path) -> tuple[list[dict], dict]:
+    """(specs, {layer: [weights in Keras order]}) as save_layers wrote them."""
+    with np.load(path) as stored:
+        specs = json.loads(str(stored["specs"]))
+        weights: dict[str, list] = {}
+        for key in stored.files:
+            if key != "specs":
+                name, index = key.rsplit("/", 1)
+                weights.setdefault(name, {})[int(index)] = stored[key]
+    return specs, {name: [w[i] for i in sorted(w)] for name, w in weights.items()}
+
+
 def schema_markdown() -> str:
     """docs/parquet-schemas.md: every per-cell table's columns, types and meanings."""
     lines = [

@@ -4,13 +4,14 @@
 * ``figure3_layerwise``: paper Fig. 3, five stacked layerwise panels.
 * ``dynamics_figure``: weight / activation range of every layer per training epoch.
 * ``degradation_heatmap``: architectures x initializers, e.g. percent accuracy decrease.
-* ``accuracy_vs_epoch``: fp32 and quint8 test accuracy per analysed epoch.
+* ``accuracy_vs_epoch``: fp32 vs quint8 test accuracy per cell (per analysed epoch if several),
+  with Table 2's intervals.
 
 Inputs are pandas DataFrames holding many cells' rows (key columns arch, init, seed, epoch,
 status; see docs/parquet-schemas.md). A cell is named like the paper, ``cell_name(arch, init)``
 (e.g. ``DWS_Conv_With_BN_RandUni_Large``). Where a cell has several seeds the mean over seeds
-is drawn with a shaded min-max band (error bars in ``accuracy_vs_epoch``), and the legend says
-so.
+is drawn with a shaded min-max band and the legend says so; ``accuracy_vs_epoch`` draws Table
+2's intervals instead.
 
 Return convention: every public function writes the figure to each of ``paths`` (a list of
 .png and/or .pdf paths, or a single path; parent folders are created; raster output at 150
@@ -659,97 +660,129 @@ def degradation_heatmap(
     return _save(fig, paths)
 
 
-def accuracy_vs_epoch(metrics: pd.DataFrame, paths: Any):
-    """fp32 (solid, filled circles) and quint8 (dashed, hollow squares) test accuracy (%)
-    per analysed epoch, one colour per cell; mean over seeds with min-max error bars.
+ACCURACY_COLUMNS = {"fp32_accuracy": "fp32", "quint8_accuracy": "quint8"}
+# fp32 and quint8 when one epoch is drawn (several epochs: one colour per initializer)
+SERIES_COLORS = ("tab:blue", "tab:orange")
 
-    With a single analysed epoch in the whole table the points are still drawn, the title
-    says so, and the cells are spread side by side around that epoch (x = epoch + a small
-    offset per cell, within ±0.4) so that they do not hide one another. Returns the (closed)
-    Figure; data lines' gid = ``"<cell>|fp32"`` / ``"<cell>|quint8"``.
-    """
+
+def _accuracy_panels(n: int):
     plt = _pyplot()
+    ncols = 2 if n > 1 else 1
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(7 * ncols, 3.8 * nrows), layout="constrained", squeeze=False
+    )
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.ravel()[:n])
+
+
+def _interval_note(summaries: pd.DataFrame, confidence: float) -> str:
+    kinds = sorted(set(summaries["Interval"]) - {""})
+    if not kinds:
+        return "no intervals"
+    return f"bars: {confidence:.0%} interval ({' / '.join(kinds)})"
+
+
+def _errorbar(ax, x, summary: pd.DataFrame, title: str, gid: str, **style):
+    y = summary[title].to_numpy(float)
+    lo, hi = summary[f"{title} lo"].to_numpy(float), summary[f"{title} hi"].to_numpy(float)
+    yerr = np.vstack([np.where(np.isnan(lo), 0, y - lo), np.where(np.isnan(hi), 0, hi - y)])
+    container = ax.errorbar(x, y, yerr=yerr, capsize=2.5, elinewidth=1.0, **style)
+    container.lines[0].set_gid(gid)
+
+
+def accuracy_vs_epoch(metrics: pd.DataFrame, paths: Any, confidence: float = 0.95):
+    """fp32 (filled circles) vs simulated quint8 (hollow squares) test accuracy (%) of every
+    cell, one panel per architecture, with the intervals of Table 2
+    (aggregate.summarize_cells: one seed's bootstrap over test images, or t over seeds).
+
+    One analysed epoch: x = initializer (Table 2's order), fp32 and quint8 side by side; a
+    cell with no measured seed (diverged) is named at the bottom. Several analysed epochs:
+    x = epoch, one colour per initializer, fp32 solid and quint8 dashed. A dotted line marks
+    chance (1 / NUM_CLASSES). Returns the (closed) Figure; data lines' gid =
+    ``"<cell>|fp32"`` / ``"<cell>|quint8"``, the diverged labels' gid ``"<cell>|diverged"``.
+    """
+    from quantinit.aggregate import summarize_cells
+    from quantinit.registry import NUM_CLASSES
+
+    _require(metrics, ["arch", "init", "seed", "epoch", "status", *ACCURACY_COLUMNS], "metrics")
+    epochs = sorted(int(e) for e in metrics["epoch"].unique())
+    per_epoch = {
+        e: summarize_cells(metrics[metrics["epoch"] == e], ACCURACY_COLUMNS, confidence)
+        for e in epochs
+    }
+    summaries = pd.concat(
+        [frame.assign(epoch=e) for e, frame in per_epoch.items()], ignore_index=True
+    )
+    archs = _ordered(summaries["arch"].astype(str), ARCH_ORDER)
+    inits = _ordered(summaries["init"].astype(str), INIT_ORDER)
+    colors = dict(zip(inits, _palette(len(inits)), strict=True))
+    fig, axes = _accuracy_panels(len(archs))
+    single = len(epochs) == 1
+    for ax, arch in zip(axes, archs, strict=True):
+        panel = summaries[summaries["arch"] == arch]
+        for init, rows in panel.groupby("init", sort=False):
+            name = cell_name(arch, str(init))
+            rows = rows.sort_values("epoch")
+            if single:
+                x = np.array([inits.index(str(init))], dtype=float)
+                if rows["n"].iloc[0] == 0:
+                    ax.text(
+                        x[0], 1, "diverged", rotation=90, ha="center", va="bottom",
+                        fontsize=7, color="0.4", gid=f"{name}|diverged",
+                    )  # fmt: skip
+                    continue
+                series_colors, offsets = SERIES_COLORS, (-0.15, 0.15)
+            else:
+                x = rows["epoch"].to_numpy(float)
+                series_colors, offsets = (colors[str(init)],) * 2, (0.0, 0.0)
+            for (title, color, dx, line, marker, face) in zip(
+                ACCURACY_COLUMNS.values(), series_colors, offsets, ("-", "--"), "os",
+                (True, False), strict=True,
+            ):  # fmt: skip
+                _errorbar(
+                    ax, x + dx, rows, title, f"{name}|{title}", color=color,
+                    linestyle="none" if single else line, marker=marker, markersize=5,
+                    markerfacecolor=color if face else "none", markeredgecolor=color,
+                )  # fmt: skip
+        ax.axhline(100 / NUM_CLASSES, color="0.5", linestyle=":", linewidth=1)
+        ax.set_title(arch, fontsize=10)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        if single:
+            ax.set_xticks(range(len(inits)), inits, rotation=45, ha="right", fontsize=8)
+            ax.set_xlim(-0.6, len(inits) - 0.4)
+        else:
+            if len(epochs) <= 15:
+                ax.set_xticks(epochs)
+            ax.set_xlabel("analysed epoch")
     from matplotlib.lines import Line2D
 
-    columns = ["fp32_accuracy", "quint8_accuracy"]
-    _require(metrics, ["arch", "init", "seed", "epoch", *columns], "metrics")
-    cells = _available(metrics)
-    cell_rows = [_cell_rows(metrics, a, i) for a, i in cells]
-    seed_title, per_cell = _seed_notes(cell_rows, spread="error bars")
-    colors = _palette(len(cells))
-    epochs = sorted(int(e) for e in metrics["epoch"].unique())
-    single = len(epochs) == 1
-    offsets = (
-        np.linspace(-0.4, 0.4, len(cells)) if single and len(cells) > 1 else [0.0] * len(cells)
+    fp32_color, quint8_color = SERIES_COLORS if single else ("0.3", "0.3")
+    handles = [
+        Line2D([], [], color=fp32_color, marker="o", linestyle="none" if single else "-",
+               label="fp32"),
+        Line2D([], [], color=quint8_color, marker="s", markerfacecolor="none",
+               linestyle="none" if single else "--", label="quint8 (simulated)"),
+        Line2D([], [], color="0.5", linestyle=":", label="chance"),
+    ]  # fmt: skip
+    if not single:
+        handles += [Line2D([], [], color=colors[i], linewidth=3, label=i) for i in inits]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
+    what = f"epoch {epochs[0]}" if single else f"epochs {', '.join(map(str, epochs))}"
+    seeds = sorted(set(summaries["Seeds"]))
+    seed_note = (
+        f"{seeds[0]} seed{'s' if seeds[0] > 1 else ''} per cell"
+        if len(seeds) == 1
+        else "seeds per cell differ (Table 2's Seeds column)"
     )
-
-    ncol = 1 if len(cells) <= 20 else 2
-    fig, ax = plt.subplots(figsize=(8 + 4 * ncol, 6), layout="constrained")
-    handles = []
-    for (arch, init), rows, color, dx in zip(cells, cell_rows, colors, offsets, strict=True):
-        name = cell_name(arch, init)
-        for column, style, marker, face in (
-            ("fp32_accuracy", "-", "o", color),
-            ("quint8_accuracy", "--", "s", "none"),
-        ):
-            st = _spread(rows, "epoch", column)
-            x = st.index.to_numpy(float) + dx
-            y = st["mean"].to_numpy(float)
-            yerr = None
-            if (st["n"] > 1).any():
-                yerr = np.vstack([y - st["min"].to_numpy(float), st["max"].to_numpy(float) - y])
-            container = ax.errorbar(
-                x,
-                y,
-                yerr=yerr,
-                color=color,
-                linestyle=style,
-                marker=marker,
-                markersize=6,
-                markerfacecolor=face,
-                markeredgecolor=color,
-                capsize=3,
-                linewidth=1.5,
-                elinewidth=1.0,
-            )
-            container.lines[0].set_gid(f"{name}|{column.split('_')[0]}")
-        label = _cell_label(name, rows, per_cell)
-        handles.append(Line2D([], [], color=color, linewidth=3, label=label))
-    handles += [
-        Line2D([], [], color="0.3", linestyle="-", marker="o", label="fp32 (solid, filled)"),
-        Line2D(
-            [],
-            [],
-            color="0.3",
-            linestyle="--",
-            marker="s",
-            markerfacecolor="none",
-            label="quint8 (dashed, hollow)",
-        ),
-    ]
-    ax.legend(
-        handles=handles,
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        fontsize=7 if len(cells) > 12 else 8,
-        ncol=ncol,
+    fig.suptitle(
+        f"fp32 (filled circles) vs simulated quint8 (hollow squares) test accuracy, {what}\n"
+        + _join(_interval_note(summaries, confidence), seed_note),
+        fontsize=11,
     )
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 100)
-    if single:
-        ax.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
-        ax.set_xticks(epochs)
-        ax.set_xlabel("analysed epoch (cells side by side, in legend order)")
-    else:
-        if len(epochs) <= 15:
-            ax.set_xticks(epochs)
-        ax.set_xlabel("analysed epoch")
-    ax.grid(True, alpha=0.3)
-    title = "Test accuracy per analysed epoch: fp32 (solid) vs quint8 (dashed)"
-    notes = _join(f"one epoch analysed (epoch {epochs[0]})" if single else "", seed_title)
-    if notes:
-        title += "\n" + notes
-    ax.set_title(title, fontsize=11)
     return _save(fig, paths)
 
 

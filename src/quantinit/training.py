@@ -11,6 +11,7 @@ configurations never meet in it), locked while a job uses it (`locked_state`):
     <state_dir>/progress.json         epochs done, history, fingerprint (commit point)
     <state_dir>/epoch<k>.keras        the model with its optimizer state after epoch k
     <state_dir>/snapshots/epoch<E>.keras   inference model at each analysed epoch E
+    <state_dir>/snapshots/epoch<E>.layers.npz   its layers and weights, for numpy-only stages
 The train rule deletes it once the cell's outputs are written: it exists only to finish an
 interrupted run, so a rerun of a finished cell trains from scratch.
 
@@ -259,6 +260,21 @@ def _save_keras_atomic(model, path: Path) -> None:
         model.save(tmp)
 
 
+def save_snapshot(model, path: Path) -> None:
+    """An analysed model: the Keras file `path` and, beside it, its layers for the numpy-only
+    stages (snapshot_layers_path; cellfiles.save_layers)."""
+    from quantinit.analysis import layer_specs, layer_weights
+    from quantinit.cellfiles import save_layers
+
+    save_layers(snapshot_layers_path(path), layer_specs(model), layer_weights(model))
+    _save_keras_atomic(model, path)
+
+
+def snapshot_layers_path(path: Path) -> Path:
+    """epoch<E>.keras -> epoch<E>.layers.npz"""
+    return Path(path).with_suffix(".layers.npz")
+
+
 def evaluate_probabilities(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of softmax outputs against integer labels."""
     picked = probabilities[np.arange(len(labels)), labels]
@@ -469,7 +485,7 @@ def train_cell(
             history.append(row)
 
             if analysed:
-                _save_keras_atomic(float32_core, snapshot_dir / f"epoch{epoch + 1}.keras")
+                save_snapshot(float32_core, snapshot_dir / f"epoch{epoch + 1}.keras")
             model_file = f"epoch{epoch + 1}.keras"
             _save_keras_atomic(core, state_dir / model_file)
             write_json(
@@ -502,7 +518,7 @@ def train_cell(
         else:
             core.set_weights(initial_weights)
             last_core = core
-        _save_keras_atomic(float32_weights_of(last_core), snapshot_dir / "last.keras")
+        save_snapshot(float32_weights_of(last_core), snapshot_dir / "last.keras")
     status, reason = classify_outcome(
         history, diverged, training.get("not_learning_margin", 0.02), num_classes=NUM_CLASSES
     )

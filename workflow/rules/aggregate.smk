@@ -208,6 +208,7 @@ rule accuracy_vs_epoch:
     params:
         code=code_version("figure.py"),
         figure="accuracy_vs_epoch",
+        confidence=config["evaluation"]["intervals"]["confidence"],
     script:
         "../scripts/figure.py"
 

@@ -1,21 +1,18 @@
 rule fold_bn:
     input:
-        model=f"{EPOCH_DIR}/model.keras",
+        layers=f"{EPOCH_DIR}/layers.npz",
         cell=f"{EPOCH_DIR}/cell.json",
     output:
-        model=f"{EPOCH_DIR}/folded.keras",
         weights=f"{EPOCH_DIR}/weights.npz",
     log:
         f"{EPOCH_DIR}/logs/fold_bn.log",
     benchmark:
         f"{EPOCH_DIR}/benchmarks/fold_bn.tsv"
     conda:
-        "../envs/tensorflow.yaml"
-    threads: analysis_resource("threads")
+        "../envs/analysis.yaml"
     resources:
-        mem_mb=analysis_resource("mem_mb"),
-        runtime=analysis_resource("runtime"),
-        gpu=analysis_resource("gpu"),
+        mem_mb=1000,
+        runtime=10,
     params:
         code=code_version("fold_bn.py"),
     script:
@@ -24,7 +21,7 @@ rule fold_bn:
 
 rule calibrate:
     input:
-        model=f"{EPOCH_DIR}/folded.keras",
+        model=f"{EPOCH_DIR}/model.keras",
         weights=f"{EPOCH_DIR}/weights.npz",
         dataset=DATASET,
         cell=f"{EPOCH_DIR}/cell.json",
@@ -75,7 +72,7 @@ rule quantize:
 rule evaluate:
     input:
         model=f"{EPOCH_DIR}/model.keras",
-        folded=f"{EPOCH_DIR}/folded.keras",
+        weights=f"{EPOCH_DIR}/weights.npz",
         quantization=f"{EPOCH_DIR}/quantization.parquet",
         dataset=DATASET,
         cell=f"{EPOCH_DIR}/cell.json",
@@ -128,7 +125,7 @@ rule layerwise:
 
 rule quant_sensitivity:
     input:
-        folded=f"{EPOCH_DIR}/folded.keras",
+        model=f"{EPOCH_DIR}/model.keras",
         quantization=f"{EPOCH_DIR}/quantization.parquet",
         weights=f"{EPOCH_DIR}/weights.npz",
         dataset=DATASET,

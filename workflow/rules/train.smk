@@ -36,6 +36,7 @@ rule export_checkpoint:
         snapshots=f"{TRAIN_DIR}/snapshots",
     output:
         model=f"{EPOCH_DIR}/model.keras",
+        layers=f"{EPOCH_DIR}/layers.npz",
         cell=f"{EPOCH_DIR}/cell.json",
     log:
         f"{EPOCH_DIR}/logs/export_checkpoint.log",

@@ -1,6 +1,10 @@
-"""Rule calibrate: activation ranges of every quantized tensor on N training images."""
+"""Rule calibrate: activation ranges of every quantized tensor of the BN-folded model on N
+training images. The job fails if the folded model does not compute what the trained model
+computes (analysis.check_folding)."""
 
-from quantinit.cellfiles import load_weights, placeholder_rows, write_table
+import numpy as np
+
+from quantinit.cellfiles import load_folded, load_weights, placeholder_rows, write_table
 from quantinit.data import load_dataset
 from quantinit.io import read_json, start_job
 from quantinit.registry import STATUS_DIVERGED
@@ -22,13 +26,18 @@ else:
     configure_tensorflow(snakemake.threads, use_gpu=snakemake.resources.gpu > 0)
     import keras
 
+    from quantinit.analysis import check_folding, folded_model
     from quantinit.calibration import calibrate
 
+    model = keras.models.load_model(snakemake.input.model)
+    folded = folded_model(model, load_folded(snakemake.input.weights))
+    probe = np.random.default_rng(0).uniform(0, 255, (64, 32, 32, 3)).astype("float32")
+    relative = check_folding(model, folded, probe)
+    print(f"max |logits difference| after folding: {relative:.3g} of the logits' scale")
     dataset = load_dataset(snakemake.input.dataset)
     indices = calibration_indices(len(dataset.x_train), settings["num_samples"], cell["seed"])
-    model = keras.models.load_model(snakemake.input.model)
     table = calibrate(
-        model, dataset.x_train[indices], kinds, settings["percentile"], snakemake.params.bits
+        folded, dataset.x_train[indices], kinds, settings["percentile"], snakemake.params.bits
     )
     for row in table.itertuples():
         print(f"{row.tensor:>16}: min {row.min:.4g} max {row.max:.4g} "

@@ -23,13 +23,16 @@ else:
     configure_tensorflow(snakemake.threads, use_gpu=snakemake.resources.gpu > 0)
     import keras
 
+    from quantinit.analysis import folded_model
+    from quantinit.cellfiles import load_folded
     from quantinit.data import load_dataset
     from quantinit.evaluation import evaluate
     from quantinit.sampling import calibration_indices
     from quantinit.tflite import convert_full_integer
 
     dataset = load_dataset(snakemake.input.dataset)
-    folded = keras.models.load_model(snakemake.input.folded)
+    model = keras.models.load_model(snakemake.input.model)
+    folded = folded_model(model, load_folded(snakemake.input.weights))
     if settings["tflite"]:
         indices = calibration_indices(
             len(dataset.x_train), snakemake.params.calibration_samples, cell["seed"]
@@ -37,7 +40,7 @@ else:
         tflite_model = convert_full_integer(folded, dataset.x_train[indices])
         print(f"TFLite full-integer model: {len(tflite_model)} bytes")
     row, predictions = evaluate(
-        keras.models.load_model(snakemake.input.model),
+        model,
         folded,
         pd.read_parquet(snakemake.input.quantization),
         snakemake.params.quantization,

@@ -1,9 +1,11 @@
-"""Rule export_checkpoint: export one cell's model at one analysed epoch (no TensorFlow)."""
+"""Rule export_checkpoint: export one cell's model at one analysed epoch, as a Keras file and
+as its layers for the numpy-only stages (no TensorFlow)."""
 
 from pathlib import Path
 
 from quantinit.io import copy_file, read_json, start_job, write_json
 from quantinit.registry import STATUS_DIVERGED
+from quantinit.training import snapshot_layers_path
 
 start_job(snakemake)
 status = read_json(snakemake.input.status)
@@ -22,7 +24,14 @@ if not snapshot.exists():
     snapshot = snapshots / "last.keras"
     exported_epoch = status["epochs_completed"]
 print(f"exporting {snapshot} (epoch {exported_epoch}, status {status['status']})")
+layers = snapshot_layers_path(snapshot)
+if not layers.exists():
+    raise FileNotFoundError(
+        f"{snapshot} has no {layers.name} beside it (trained by an older version of this "
+        f"workflow): rerun this cell's training, e.g. --forcerun train"
+    )
 copy_file(snapshot, snakemake.output.model)
+copy_file(layers, snakemake.output.layers)
 write_json(
     {
         "arch": status["arch"],

@@ -31,7 +31,8 @@ elif figure == "sensitivity":
 elif figure == "heatmap":
     figures.degradation_heatmap(pd.read_parquet(snakemake.input.metrics), paths)
 elif figure == "accuracy_vs_epoch":
-    figures.accuracy_vs_epoch(pd.read_parquet(snakemake.input.metrics), paths)
+    metrics = pd.read_parquet(snakemake.input.metrics)
+    figures.accuracy_vs_epoch(metrics, paths, confidence=snakemake.params.confidence)
 else:
     raise ValueError(f"unknown figure {figure!r}")
 print(f"wrote {', '.join(paths)}")

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from quantinit.cellfiles import load_weights, placeholder_rows, write_table
+from quantinit.cellfiles import load_folded, load_weights, placeholder_rows, write_table
 from quantinit.io import read_json, start_job, write_json
 from quantinit.registry import STATUS_DIVERGED
 
@@ -21,6 +21,7 @@ else:
     configure_tensorflow(snakemake.threads, use_gpu=snakemake.resources.gpu > 0)
     import keras
 
+    from quantinit.analysis import folded_model
     from quantinit.data import load_dataset
     from quantinit.sampling import sensitivity_indices
     from quantinit.sensitivity import measure_sensitivity
@@ -28,7 +29,9 @@ else:
     dataset = load_dataset(snakemake.input.dataset)
     indices = sensitivity_indices(len(dataset.x_test), snakemake.params.num_images, cell["seed"])
     errors, sensitivity, most = measure_sensitivity(
-        keras.models.load_model(snakemake.input.folded),
+        folded_model(
+            keras.models.load_model(snakemake.input.model), load_folded(snakemake.input.weights)
+        ),
         layers,
         pd.read_parquet(snakemake.input.quantization),
         snakemake.params.quantization,

@@ -4,10 +4,10 @@ from pathlib import Path
 
 from quantinit.aggregate import (
     comparison,
+    comparison_markdown,
     read_paper_table2,
     table2,
     table2_markdown,
-    to_markdown,
 )
 from quantinit.io import atomic_path, start_job, write_parquet
 
@@ -27,7 +27,7 @@ for frame, path in ((table, snakemake.output.csv), (side_by_side, snakemake.outp
         frame.to_csv(tmp, index=False)
 texts = {
     snakemake.output.markdown: table2_markdown(table),
-    snakemake.output.comparison_markdown: to_markdown(side_by_side, default_digits=3),
+    snakemake.output.comparison_markdown: comparison_markdown(side_by_side),
 }
 for path, text in texts.items():
     with atomic_path(path) as tmp:
