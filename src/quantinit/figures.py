@@ -670,8 +670,9 @@ def _accuracy_panels(n: int):
     ncols = 2 if n > 1 else 1
     nrows = math.ceil(n / ncols)
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(7 * ncols, 3.8 * nrows), layout="constrained", squeeze=False
-    )
+        nrows, ncols, figsize=(7 * ncols, 3.8 * nrows), layout="constrained", squeeze=False,
+        sharey=True,
+    )  # fmt: skip
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     return fig, list(axes.ravel()[:n])
