@@ -37,6 +37,7 @@ if str(SRC) not in sys.path:  # allow `python benchmarks/run.py`
     sys.path.insert(0, str(SRC))
 
 from quantinit.registry import ARCHITECTURES as ARCHITECTURE_SPECS  # noqa: E402
+from quantinit.workflow_tools import deep_update, planned_jobs  # noqa: E402
 
 ARCHITECTURES = list(ARCHITECTURE_SPECS)
 # Per-cell stages after training, in workflow order, and which of them import TensorFlow.
@@ -88,16 +89,6 @@ def schema_defaults() -> dict:
     with study_schema_file() as schema:
         validate(config, schema)
     return config
-
-
-def deep_update(base: dict, extra: dict) -> dict:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_update(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 class Rows:
@@ -786,19 +777,6 @@ def bench_stages(args, rows: Rows, workdir: Path) -> dict:
 
 
 # --------------------------------------------------------------------------- 3. workflow
-
-
-def planned_jobs(stdout: str) -> dict[str, int]:
-    counts, in_table = {}, False
-    for line in stdout.splitlines():
-        parts = line.split()
-        if parts == ["job", "count"]:
-            in_table = True
-        elif in_table and parts and parts[0] == "total":
-            break
-        elif in_table and len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
-    return counts
 
 
 def bench_workflow(args, rows: Rows, cell_workdir: Path | None, scratch: Path) -> None:

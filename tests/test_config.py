@@ -15,9 +15,10 @@ from quantinit.config_checks import (
     expected_split_sizes,
     study_schema_file,
 )
+from quantinit.workflow_tools import deep_update, planned_jobs
 
 from conftest import REPO
-from workflow_helpers import TINY, deep_update, planned_jobs, snakemake, write_config
+from workflow_helpers import TINY, snakemake, write_config
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 

@@ -5,8 +5,10 @@ import sys
 
 import pytest
 
+from quantinit.workflow_tools import planned_jobs
+
 from conftest import REPO
-from workflow_helpers import planned_jobs, write_config
+from workflow_helpers import write_config
 
 pytestmark = pytest.mark.slow
 

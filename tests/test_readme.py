@@ -7,8 +7,9 @@ import sys
 import pytest
 import yaml
 
+from quantinit.workflow_tools import planned_jobs
+
 from conftest import REPO
-from workflow_helpers import planned_jobs
 
 # What a placeholder in a README command stands for in this test.
 PLACEHOLDERS = {"<arch>": "DWS_Conv_With_BN", "<init>": "HeUni", "<s>": "0", "<E>": "4"}

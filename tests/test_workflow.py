@@ -15,12 +15,11 @@ import pytest
 
 from quantinit.cellfiles import arrow_schema
 from quantinit.claims import VERDICTS
+from quantinit.workflow_tools import deep_update, planned_jobs
 
 from conftest import REPO
 from workflow_helpers import (
     TINY,
-    deep_update,
-    planned_jobs,
     snakemake,
     snakemake_command,
     write_config,
