@@ -324,6 +324,13 @@ def test_accuracy_single_epoch_shows_each_cell_with_its_interval(tmp_path, metri
     (text,) = [t for t in diverged.texts if t.get_gid()]
     assert text.get_text() == "diverged" and text.get_gid().startswith("Regular_Conv_No_BN_HeNorm")
     assert not [ln for ln in diverged.lines if ln.get_gid()]
+    # one scale for all panels, holding every point and bar of every panel
+    lo, hi = ax.get_ylim()
+    assert all(a.get_ylim() == (lo, hi) for a in fig.axes if a.get_visible())
+    tops = [
+        seg[1][1] for a in fig.axes for c in a.containers for seg in c.lines[2][0].get_segments()
+    ]
+    assert lo == 0 and max(tops) < hi <= 100
 
 
 def test_common_seed_count_is_said_once_in_the_title(tmp_path, layerwise):

@@ -750,7 +750,6 @@ def accuracy_vs_epoch(metrics: pd.DataFrame, paths: Any, confidence: float = 0.9
         ax.axhline(100 / NUM_CLASSES, color="0.5", linestyle=":", linewidth=1)
         ax.set_title(arch, fontsize=10)
         ax.set_ylabel("test accuracy (%)")
-        ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
         if single:
             ax.set_xticks(range(len(inits)), inits, rotation=45, ha="right", fontsize=8)
@@ -759,6 +758,11 @@ def accuracy_vs_epoch(metrics: pd.DataFrame, paths: Any, confidence: float = 0.9
             if len(epochs) <= 15:
                 ax.set_xticks(epochs)
             ax.set_xlabel("analysed epoch")
+    # one accuracy scale for all panels, set once all are drawn (set_ylim ends autoscaling)
+    highest = summaries[[f"{t} hi" for t in ACCURACY_COLUMNS.values()]
+                        + list(ACCURACY_COLUMNS.values())].max().max()  # fmt: skip
+    top = 100 / NUM_CLASSES if pd.isna(highest) else max(highest, 100 / NUM_CLASSES)
+    axes[0].set_ylim(0, min(100.0, top * 1.08 + 1))
     from matplotlib.lines import Line2D
 
     fp32_color, quint8_color = SERIES_COLORS if single else ("0.3", "0.3")
