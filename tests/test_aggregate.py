@@ -7,9 +7,11 @@ import pandas as pd
 import pytest
 
 from quantinit.aggregate import (
+    SPLIT_COLUMNS,
     comparison,
     comparison_markdown,
     most_sensitive_table,
+    quantization_split,
     read_paper_table2,
     split_cell_name,
     table2,
@@ -139,6 +141,28 @@ def test_comparison_markdown_fits_a_screen(metrics):
     assert "| Regular_Conv_No_BN_RandNorm_Large | diverged | – / – |" in text
     glorot = next(line for line in text.splitlines() if "Regular_Conv_With_BN_GlorotUni |" in line)
     assert glorot.split(" | ")[2].endswith(" / –")
+
+
+def test_quantization_split_puts_the_partial_models_beside_the_full_one(metrics):
+    rows = metrics.assign(
+        weight_only_accuracy=metrics.fp32_accuracy - 1.0,
+        activation_only_accuracy=metrics.quint8_accuracy + 0.5,
+        weight_only_qce=0.2, activation_only_qce=0.9,
+    )  # fmt: skip
+    rows["weight_only_accuracy_lo"] = rows.weight_only_accuracy - 2.0
+    rows["weight_only_accuracy_hi"] = rows.weight_only_accuracy + 2.0
+    split = quantization_split(rows).set_index("Network")
+    ru = split.loc["DWS_Conv_With_BN_RandUni_Large"]
+    assert ru["W-only Accuracy"] == pytest.approx(75.6) and ru["A-only Accuracy"] == 74.7
+    assert ru["W-only Accuracy lo"] == pytest.approx(73.6) and ru["A-only QCE"] == 0.9
+    assert math.isnan(ru["A-only Accuracy lo"])  # no interval in the metrics: none shown
+    he = split.loc["Regular_Conv_With_BN_HeUni"]  # two seeds at the last epoch: t interval
+    assert he["W-only Accuracy"] == pytest.approx(86.0) and he["Interval"] == "t over seeds"
+    text = table2_markdown(quantization_split(rows), SPLIT_COLUMNS)
+    assert text.splitlines()[0].startswith(
+        "| Network | FP32 Accuracy | QUINT8 Accuracy | W-only Accuracy | A-only Accuracy | QCE |"
+    )
+    assert "| 75.60 [73.60, 77.60] | 74.70 | 1.000 | 0.200 | 0.900 | 1 |" in text
 
 
 def test_markdown_shows_each_value_with_its_interval(metrics):

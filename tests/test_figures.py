@@ -363,6 +363,8 @@ def test_sensitivity_figure_stacks_range_error_and_drop(tmp_path, layerwise):
             "ok",
             rmse_over_scale=[0.29, 0.3, 0.5, 0.28, 0.1],
             weight_rmse_over_scale=[0.29] * 5,
+            sqnr_local_db=[40, 35, np.inf, 30, 20],
+            sqnr_accumulated_db=[40, 30, 25, 20, 10],
         )  # fmt: skip
         + _layer_rows(
             *HE,
@@ -371,6 +373,8 @@ def test_sensitivity_figure_stacks_range_error_and_drop(tmp_path, layerwise):
             "ok",
             rmse_over_scale=[0.31, 0.3, 0.7, 0.3, 0.1],
             weight_rmse_over_scale=[0.29] * 5,
+            sqnr_local_db=[42, 37, np.inf, 32, 22],
+            sqnr_accumulated_db=[38, 28, 23, 18, 8],
         )  # fmt: skip
     )
     drops = pd.DataFrame(
@@ -380,11 +384,18 @@ def test_sensitivity_figure_stacks_range_error_and_drop(tmp_path, layerwise):
     paths = _paths(tmp_path, "sensitivity")
     fig = sensitivity_figure(layerwise, errors, drops, *HE, paths)
     _check_files(paths)
-    ranges, error_axis, drop_axis = fig.axes
+    ranges, error_axis, sqnr_axis, drop_axis = fig.axes
     expected_range = (_stats(1.0)["activation_range"] + _stats(2.0)["activation_range"]) / 2
     np.testing.assert_allclose(_line(ranges, "activation_range").get_ydata(), expected_range)
     np.testing.assert_allclose(
         _line(error_axis, "activation").get_ydata(), [0.3, 0.3, 0.6, 0.29, 0.1]
+    )
+    local = _line(sqnr_axis, "sqnr_local_db").get_ydata()
+    np.testing.assert_allclose(local, [41, 36, np.nan, 31, 21])  # no error: not on the line
+    infinite = _line(sqnr_axis, "sqnr_local_db|inf")
+    assert list(infinite.get_xdata()) == [2] and infinite.get_ydata()[0] == 41 + 5  # at the top
+    np.testing.assert_allclose(
+        _line(sqnr_axis, "sqnr_accumulated_db").get_ydata(), [39, 29, 24, 19, 9]
     )
     heights = [patch.get_height() for patch in drop_axis.patches]
     np.testing.assert_allclose(heights, [2, 0, 6, 2, 0])

@@ -32,6 +32,26 @@ def test_per_image_terms_average_to_the_metrics():
     assert table["tflite_class"].isna().all() and table["tflite_correct"].isna().all()
 
 
+def test_partial_models_add_their_terms_and_leave_the_others_intervals():
+    rng = np.random.default_rng(1)
+    p_fp32, p_quint8, p_weights, p_acts = (rng.dirichlet(np.ones(10), 400) for _ in range(4))
+    labels = rng.integers(0, 10, 400)
+    partial = {"weight_only": p_weights, "activation_only": p_acts}
+    full = predictions_table(labels, p_fp32, p_quint8, qce_epsilon=1e-7, partial=partial)
+    plain = predictions_table(labels, p_fp32, p_quint8, qce_epsilon=1e-7)
+    assert full["weight_only_cross_entropy"].mean() == pytest.approx(qce(p_fp32, p_weights))
+    assert (full["activation_only_correct"] == (p_acts.argmax(1) == labels)).all()
+    with_partial, without = (metric_intervals(t, 200, 3, 0.9) for t in (full, plain))
+    assert {k: v for k, v in with_partial.items() if k in without} == without
+    assert (
+        with_partial["weight_only_qce_lo"]
+        < qce(p_fp32, p_weights)
+        < with_partial["weight_only_qce_hi"]
+    )
+    with pytest.raises(ValueError, match="unknown partial model 'int4'"):
+        predictions_table(labels, p_fp32, p_quint8, partial={"int4": p_acts})
+
+
 def test_bootstrap_interval_of_an_accuracy_is_the_normal_approximation():
     """n = 10,000 images, 30% right: 95% interval 30 +- 1.96 * sqrt(.3 * .7 / n) * 100."""
     correct = 100.0 * (np.arange(10_000) % 10 < 3)

@@ -18,6 +18,8 @@ from quantinit.sensitivity import (
     most_sensitive,
     quantization_error_table,
     sensitivity_table,
+    sqnr_db,
+    sqnr_table,
     weight_error_table,
 )
 from quantinit.stats import qce, softmax
@@ -222,6 +224,33 @@ def test_switchable_model_matches_float_and_quantized_models_with_one_trace(sche
     assert switchable.tracing_count == 1
     with pytest.raises(ValueError, match="unknown switches"):
         switchable.quantize(["conv1_relu"])
+
+
+def test_sqnr_local_and_accumulated_equal_quantizing_by_hand():
+    model, x = two_layer_model(), images(300, seed=4)
+    switchable = SwitchableQuantizedModel(model, BOUNDS, PER_TENSOR)
+    table = sqnr_table(switchable, x, batch_size=128).set_index("layer")  # 3 batches
+    float_values = numpy_forward(model, x, quantized=set())
+    accumulated = numpy_forward(model, x, quantized={"rescale", "fc1", "logits"})
+
+    def db(tensor, values):
+        x_f = float_values[tensor][1].astype(np.float64)
+        return 10 * np.log10(np.sum(x_f**2) / np.sum((values[tensor][1] - x_f) ** 2))
+
+    for layer, tensor in (("fc1", "fc1_relu"), ("logits", "logits")):
+        local = numpy_forward(model, x, quantized={layer})  # float input, this layer quantized
+        assert table.loc[layer, "sqnr_local_db"] == pytest.approx(db(tensor, local), abs=0.05)
+        assert table.loc[layer, "sqnr_accumulated_db"] == pytest.approx(
+            db(tensor, accumulated), abs=0.05
+        )
+    # the accumulated error holds the earlier layers' too: never a better SQNR at the logits
+    assert table.loc["logits", "sqnr_accumulated_db"] < table.loc["logits", "sqnr_local_db"]
+    assert switchable.quantized == ["logits"]  # the last local run's switches
+
+
+def test_sqnr_of_no_noise_and_of_a_silent_signal():
+    assert sqnr_db(1.0, 0.0) == float("inf") and sqnr_db(0.0, 1e-3) == float("-inf")
+    assert sqnr_db(100.0, 1.0) == pytest.approx(20.0)
 
 
 def test_most_sensitive_ranks_by_accuracy_drop_then_qce():

@@ -7,6 +7,7 @@ import pytest
 from quantinit.calibration import calibrate
 from quantinit.evaluation import evaluate
 from quantinit.quantization import fake_quant_reference
+from quantinit.stats import softmax
 from quantinit.tables import quantize, quantized_activation_bounds
 
 from keras_models import two_layer_model
@@ -97,3 +98,18 @@ def test_evaluate_scores_fp32_and_the_fake_quantized_model():
     q_logits = fq(q_hidden @ fq_kernel("logits") + b2, *bounds["logits"])
     expected = 100 * np.mean(np.argmax(q_logits, axis=1) == labels)
     assert row["quint8_accuracy"] == pytest.approx(expected, abs=0.5 + 1e-9)  # one image
+    # weight-only: float activations, fake-quantized kernels; activation-only: the reverse
+    w_hidden = np.maximum(flat @ fq_kernel("fc1") + b1, 0.0)
+    w_logits = w_hidden @ fq_kernel("logits") + b2
+    a_hidden = fq(np.maximum(q_in @ w1 + b1, 0.0), *bounds["fc1_relu"])
+    a_logits = fq(a_hidden @ w2 + b2, *bounds["logits"])
+    p_fp32 = softmax(logits)
+    for name, by_hand in (("weight_only", w_logits), ("activation_only", a_logits)):
+        expected = 100 * np.mean(np.argmax(by_hand, axis=1) == labels)
+        assert row[f"{name}_accuracy"] == pytest.approx(expected, abs=0.5 + 1e-9)
+        qce = np.mean(-np.sum(p_fp32 * np.log(np.clip(softmax(by_hand), 1e-7, 1)), axis=1))
+        assert row[f"{name}_qce"] == pytest.approx(qce, rel=1e-3, abs=1e-5)
+        assert row[f"{name}_accuracy_lo"] <= row[f"{name}_accuracy"] <= row[f"{name}_accuracy_hi"]
+        assert predictions[f"{name}_correct"].mean() * 100 == pytest.approx(row[f"{name}_accuracy"])
+    # the partial models differ from each other and from the full one on these weights
+    assert not np.allclose(w_logits, a_logits)

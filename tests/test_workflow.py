@@ -165,6 +165,14 @@ def test_study_tables_and_figures(tiny_study):
     assert (study / "claims.md").read_text().count("\n- **") == 6
     comparison = pd.read_csv(study / "comparison.csv")
     assert len(comparison) == 33 + 1  # the paper's rows and DWS_Conv_No_BN_HeUni (not in it)
+    split = pd.read_csv(study / "quantization_split.csv").set_index("Network")
+    for arch in ARCHS:
+        metrics = pd.read_parquet(cell_dir(tiny_study, arch) / "metrics.parquet").iloc[0]
+        row = split.loc[f"{arch}_HeUni"]
+        pairs = {"weight_only_accuracy": "W-only Accuracy", "activation_only_qce": "A-only QCE"}
+        for column, title in pairs.items():
+            assert row[title] == pytest.approx(metrics[column], nan_ok=True)
+    assert "| W-only Accuracy | A-only Accuracy |" in (study / "quantization_split.md").read_text()
     for name in ("figure2_vanishing_act", "figure3_layerwise", "degradation_heatmap",
                  "accuracy_vs_epoch", "dynamics_DWS_Conv_With_BN_HeUni",
                  "sensitivity_DWS_Conv_With_BN_HeUni"):  # fmt: skip
@@ -199,6 +207,7 @@ def test_report_gathers_tables_and_figures(tiny_study):
     for name in (
         "table2.csv",
         "comparison.csv",
+        "quantization_split.csv",
         "figure2_vanishing_act.png",
         "figure3_layerwise.png",
     ):

@@ -24,6 +24,17 @@ TABLE2_COLUMNS = {
     "tflite_int8_accuracy": "TFLite INT8 Accuracy",
     "quint8_minus_fp32": "QUINT8 - FP32",
 }
+# metrics.parquet column -> quantization_split column: the full simulated model beside the
+# same with only its weights or only its activations quantized (intervals.PARTIAL_MODELS)
+SPLIT_COLUMNS = {
+    "fp32_accuracy": "FP32 Accuracy",
+    "quint8_accuracy": "QUINT8 Accuracy",
+    "weight_only_accuracy": "W-only Accuracy",
+    "activation_only_accuracy": "A-only Accuracy",
+    "qce": "QCE",
+    "weight_only_qce": "W-only QCE",
+    "activation_only_qce": "A-only QCE",
+}
 # Where the intervals come from: one seed's bootstrap over test images, or seeds
 INTERVAL_IMAGES = "bootstrap over test images"
 INTERVAL_SEEDS = "t over seeds"
@@ -122,6 +133,13 @@ def table2(
     return table
 
 
+def quantization_split(metrics: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Where each cell's quantization error comes from: summarize_cells of each seed's last
+    analysed epoch over SPLIT_COLUMNS (fp32, full quint8, weight-only and activation-only
+    accuracy and QCE, each with its interval)."""
+    return summarize_cells(final_epoch(metrics), SPLIT_COLUMNS, confidence)
+
+
 def read_paper_table2(path) -> pd.DataFrame:
     """The paper's Table 2 shipped in reference/paper_table2.csv (comment lines: citation)."""
     return pd.read_csv(path, comment="#")
@@ -197,12 +215,13 @@ def with_interval(value, lo, hi, places: int) -> str:
     return text if pd.isna(lo) or pd.isna(hi) else f"{text} [{lo:.{places}f}, {hi:.{places}f}]"
 
 
-def table2_markdown(table: pd.DataFrame) -> str:
+def table2_markdown(table: pd.DataFrame, columns: dict | None = None) -> str:
     """Table 2 as the paper prints it, each value with its interval: `mean [lo, hi]`; n and
-    what the intervals are over (test images or seeds) in the last columns."""
+    what the intervals are over (test images or seeds) in the last columns. `columns`: the
+    summarize_cells columns shown (default TABLE2_COLUMNS; e.g. SPLIT_COLUMNS)."""
     shown = pd.DataFrame({"Network": table["Network"]})
-    for title in TABLE2_COLUMNS.values():
-        places = 3 if title in ("QMSE", "QCE") else 2
+    for title in (columns or TABLE2_COLUMNS).values():
+        places = 3 if title.endswith(("QMSE", "QCE")) else 2
         shown[title] = [
             with_interval(value, lo, hi, places)
             for value, lo, hi in zip(

@@ -199,13 +199,21 @@ def check_folding(model, folded, probe: np.ndarray, rtol: float = 1e-3) -> float
     return relative
 
 
-def build_quantized_model(folded_model, activation_bounds: dict, scheme: dict):
+def build_quantized_model(
+    folded_model,
+    activation_bounds: dict,
+    scheme: dict,
+    weights: bool = True,
+    activations: bool = True,
+):
     """The simulated quantized network: fake-quantized kernels and activations.
 
     `activation_bounds` maps each quantized tensor's layer name to its calibrated (lo, hi).
     Kernels are fake-quantized with the scheme's granularity and symmetry; biases stay
     float32 (int32-equivalent precision); activations are quantized per tensor with the
     scheme's bits and symmetry. The softmax runs in float on the dequantized logits.
+    `weights=False` keeps the float kernels (activation-only), `activations=False` the float
+    activations (weight-only): what a drop owes to either, as AIMET's QuantAnalyzer splits it.
     """
     import keras
     import tensorflow as tf
@@ -227,14 +235,16 @@ def build_quantized_model(folded_model, activation_bounds: dict, scheme: dict):
     def transform(layer, x):
         new = layer.__class__.from_config(layer.get_config())
         x = new(x)
-        if layer.name in kinds:
+        if layer.name in kinds and weights:
             kernel, *rest = layer.get_weights()
             axis = channel_axis(kinds[layer.name])
             qrange = weight_range(kernel, scheme, axis)
             per_channel = scheme["granularity"] == "per_channel"
             kernel_q = fake_quantize(kernel, *qrange, channel_axis=axis if per_channel else None)
             new.set_weights([kernel_q, *rest])
-        if layer.name in activation_bounds:
+        elif layer.name in kinds:
+            new.set_weights(layer.get_weights())
+        if layer.name in activation_bounds and activations:
             x = fake_quant_layer(layer.name)(x)
         return x
 

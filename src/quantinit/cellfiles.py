@@ -15,6 +15,8 @@ import json
 import numpy as np
 import pandas as pd
 
+from quantinit.intervals import PARTIAL_MODELS
+
 KEYS = {
     "arch": ("string", "architecture, e.g. DWS_Conv_With_BN"),
     "init": ("string", "initializer by the paper's name, e.g. HeUni"),
@@ -71,6 +73,10 @@ SCHEMAS = {
         "percent_accuracy_decrease": ("double", "100 (fp32 - quint8) / fp32"),
         "tflite_qmse": ("double", "QMSE of the TFLite model's dequantized outputs"),
         "quint8_minus_fp32": ("double", "quint8_accuracy - fp32_accuracy, percentage points"),
+        "weight_only_accuracy": ("double", "accuracy with only the kernels quantized, percent"),
+        "weight_only_qce": ("double", "QCE of the weight-only model against fp32"),
+        "activation_only_accuracy": ("double", "accuracy with only the activations quantized"),
+        "activation_only_qce": ("double", "QCE of the activation-only model against fp32"),
         **{
             f"{metric}_{end}": ("double", f"{which} end of {metric}'s bootstrap interval")
             for metric in (
@@ -80,6 +86,11 @@ SCHEMAS = {
                 "quint8_minus_fp32",
                 "qmse",
                 "qce",
+                *(
+                    f"{model}_{metric}"
+                    for model in PARTIAL_MODELS
+                    for metric in ("accuracy", "qce")
+                ),
             )
             for end, which in (("lo", "lower"), ("hi", "upper"))
         },  # fmt: skip
@@ -102,6 +113,15 @@ SCHEMAS = {
         "tflite_correct": ("bool", "tflite_class == label (null: not run)"),
         "squared_error": ("double", "mean over classes of (p_fp32 - p_quint8)^2 (QMSE's term)"),
         "cross_entropy": ("double", "-sum_k p_fp32 log clip(p_quint8, eps, 1) (QCE's term)"),
+        **{
+            column: (dtype, text.format(model=model))
+            for model in PARTIAL_MODELS
+            for column, dtype, text in (
+                (f"{model}_class", "int64", "class the {model} quantized model predicts"),
+                (f"{model}_correct", "bool", "{model}_class == label"),
+                (f"{model}_cross_entropy", "double", "the {model} model's QCE term"),
+            )
+        },  # fmt: skip
     },
     "layerwise": {
         **KEYS,
@@ -136,6 +156,8 @@ SCHEMAS = {
         "max_abs": ("double", "largest absolute error of that quantization"),
         "scale": ("double", "quantization step of the output tensor"),
         "rmse_over_scale": ("double", "rmse / step: 0.289 for pure rounding noise"),
+        "sqnr_local_db": ("double", "SQNR (dB) of the output, only this layer quantized"),
+        "sqnr_accumulated_db": ("double", "SQNR (dB) of the output, whole network quantized"),
         "weight_mse": ("double", "folded kernel vs its fake-quantized kernel: squared error"),
         "weight_mae": ("double", "mean absolute error of the kernel"),
         "weight_max_abs": ("double", "largest absolute error of the kernel"),

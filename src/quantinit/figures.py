@@ -799,17 +799,24 @@ def sensitivity_figure(
     init: str,
     paths: Any,
 ):
-    """Where quantization hurts, for one cell: three panels on the layer axis.
+    """Where quantization hurts, for one cell: four panels on the layer axis.
 
-    Top: the clipped activation range (log). Middle: rmse / step of each layer's output
-    tensor and of its kernel (0.289 = pure rounding noise). Bottom: the accuracy lost when
-    only that layer is quantized (bars), so a reader sees whether the widest range is the
-    layer that hurts. Means over seeds at each seed's last analysed epoch.
+    The clipped activation range (log); rmse / step of each layer's output tensor and of its
+    kernel (0.289 = pure rounding noise); the SQNR (dB) of each layer's output, local (only
+    that layer quantized) and accumulated (the whole network); the accuracy lost when only
+    that layer is quantized (bars), so a reader sees whether the widest range is the layer
+    that hurts. Means over seeds at each seed's last analysed epoch; an infinite SQNR (no
+    error) is drawn at the panel's top as a hollow marker.
     """
     tables = {"layerwise": layerwise, "quant_error": quant_error, "sensitivity": sensitivity}
     columns = {
         "layerwise": ["activation_range"],
-        "quant_error": ["rmse_over_scale", "weight_rmse_over_scale"],
+        "quant_error": [
+            "rmse_over_scale",
+            "weight_rmse_over_scale",
+            "sqnr_local_db",
+            "sqnr_accumulated_db",
+        ],  # fmt: skip
         "sensitivity": ["only_drop"],
     }
     means = []
@@ -824,7 +831,7 @@ def sensitivity_figure(
     orders, labels = profile["order"].to_list(), profile["layer"].to_list()
 
     plt = _pyplot()
-    fig, axes = plt.subplots(3, 1, figsize=(max(7, 0.5 * len(orders) + 3), 8), sharex=True)
+    fig, axes = plt.subplots(4, 1, figsize=(max(7, 0.5 * len(orders) + 3), 10), sharex=True)
     ranges = profile["activation_range"].to_numpy(float)
     floor = _log_floor([ranges])
     axes[0].plot(orders, np.where(ranges > 0, ranges, floor), "o-", gid="activation_range")
@@ -837,11 +844,31 @@ def sensitivity_figure(
     axes[1].set_ylabel("rmse / step")
     axes[1].set_title("Quantization error per layer (in quantization steps)")
     axes[1].legend(loc="upper right")
-    axes[2].bar(orders, profile["only_drop"], color="tab:red", gid="only_drop")
-    axes[2].axhline(0, color="black", linewidth=0.8)
-    axes[2].set_ylabel("accuracy drop\n(percentage points)")
-    axes[2].set_title("Accuracy lost when only this layer is quantized")
-    _set_layer_axis(axes[2], orders, labels)
+    sqnr = profile[["sqnr_local_db", "sqnr_accumulated_db"]].to_numpy(float)
+    finite = sqnr[np.isfinite(sqnr)]
+    top = float(finite.max()) + 5 if finite.size else 60.0
+    sqnr_lines = {
+        "sqnr_local_db": ("o-", "local (only this layer)"),
+        "sqnr_accumulated_db": ("s--", "accumulated (whole network)"),
+    }
+    for column, (style, label) in sqnr_lines.items():
+        values = profile[column].to_numpy(float)
+        drawn = np.where(np.isfinite(values), values, np.nan)
+        (line,) = axes[2].plot(orders, drawn, style, label=label, gid=column)
+        infinite = np.isposinf(values)
+        if infinite.any():
+            axes[2].plot(
+                np.asarray(orders)[infinite], np.full(int(infinite.sum()), top), "o",
+                markerfacecolor="none", color=line.get_color(), gid=f"{column}|inf",
+            )  # fmt: skip
+    axes[2].set_ylabel("SQNR (dB)")
+    axes[2].set_title("Signal-to-quantization-noise ratio of each layer's output")
+    axes[2].legend(loc="upper right")
+    axes[3].bar(orders, profile["only_drop"], color="tab:red", gid="only_drop")
+    axes[3].axhline(0, color="black", linewidth=0.8)
+    axes[3].set_ylabel("accuracy drop\n(percentage points)")
+    axes[3].set_title("Accuracy lost when only this layer is quantized")
+    _set_layer_axis(axes[3], orders, labels)
     fig.suptitle(f"Where quantization hurts: {cell_name(arch, init)}")
     fig.tight_layout()
     return _save(fig, paths)

@@ -14,6 +14,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+# The simulated model with only one side quantized: weights (float activations) or
+# activations (float kernels); analysis.build_quantized_model's switches
+PARTIAL_MODELS = ("weight_only", "activation_only")
 # metric -> per-image column of the predictions table it is the mean of (x100: percent)
 ACCURACY_TERMS = {
     "fp32_accuracy": "fp32_correct",
@@ -22,9 +25,15 @@ ACCURACY_TERMS = {
 }
 
 
-def predictions_table(labels, p_fp32, p_quint8, p_tflite=None, qce_epsilon=1e-7):
+def _cross_entropy(p_fp32, p_other, qce_epsilon):
+    return -np.sum(p_fp32 * np.log(np.clip(p_other, qce_epsilon, 1.0)), axis=1)
+
+
+def predictions_table(labels, p_fp32, p_quint8, p_tflite=None, qce_epsilon=1e-7, partial=None):
     """One row per test image: its label, each model's class, whether it is right, and the
-    image's QMSE and QCE terms (their means over images are metrics_row's qmse and qce)."""
+    image's QMSE and QCE terms (their means over images are metrics_row's qmse and qce).
+    `partial` ({PARTIAL_MODELS name: probabilities}) adds each one's class, correctness and
+    QCE term ("<name>_cross_entropy")."""
     p_fp32 = np.asarray(p_fp32, dtype=np.float64)
     p_quint8 = np.asarray(p_quint8, dtype=np.float64)
     labels = np.asarray(labels).astype(np.int64)
@@ -39,11 +48,18 @@ def predictions_table(labels, p_fp32, p_quint8, p_tflite=None, qce_epsilon=1e-7)
                 dtype="Int64",
             ),
             "squared_error": np.mean((p_fp32 - p_quint8) ** 2, axis=1),
-            "cross_entropy": -np.sum(p_fp32 * np.log(np.clip(p_quint8, qce_epsilon, 1.0)), axis=1),
+            "cross_entropy": _cross_entropy(p_fp32, p_quint8, qce_epsilon),
         }
     )
     for model in ("fp32", "quint8", "tflite"):
         frame[f"{model}_correct"] = (frame[f"{model}_class"] == frame["label"]).astype("boolean")
+    for name, probabilities in (partial or {}).items():
+        if name not in PARTIAL_MODELS:
+            raise ValueError(f"unknown partial model {name!r}; known: {PARTIAL_MODELS}")
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+        frame[f"{name}_class"] = probabilities.argmax(axis=1)
+        frame[f"{name}_correct"] = (frame[f"{name}_class"] == frame["label"]).astype("boolean")
+        frame[f"{name}_cross_entropy"] = _cross_entropy(p_fp32, probabilities, qce_epsilon)
     return frame
 
 
@@ -69,7 +85,9 @@ def bootstrap_interval(values, resamples: int, seed: int, confidence: float):
 
 def metric_intervals(predictions: pd.DataFrame, resamples: int, seed: int, confidence: float):
     """{<metric>_lo, <metric>_hi} for the accuracies (percent), quint8_minus_fp32 (points,
-    with its value), qmse and qce, from the per-image predictions table."""
+    with its value), qmse and qce, and the partial models' accuracy and qce where the
+    predictions table has them. Each metric draws from its own seed stream (seed + 1000 k),
+    the partial models' last, so adding them leaves the others' intervals as they were."""
     terms = {
         metric: 100.0 * predictions[column].astype("float64")
         for metric, column in ACCURACY_TERMS.items()
@@ -77,6 +95,10 @@ def metric_intervals(predictions: pd.DataFrame, resamples: int, seed: int, confi
     terms["quint8_minus_fp32"] = terms["quint8_accuracy"] - terms["fp32_accuracy"]
     terms["qmse"] = predictions["squared_error"]
     terms["qce"] = predictions["cross_entropy"]
+    for name in PARTIAL_MODELS:
+        if f"{name}_correct" in predictions:
+            terms[f"{name}_accuracy"] = 100.0 * predictions[f"{name}_correct"].astype("float64")
+            terms[f"{name}_qce"] = predictions[f"{name}_cross_entropy"]
     row = {"quint8_minus_fp32": float(terms["quint8_minus_fp32"].mean())}
     for stream, (metric, values) in enumerate(terms.items()):
         values = values.dropna().to_numpy()

@@ -19,6 +19,13 @@ For per-channel schemes the step (`weight_scale`) is the mean of the channel ste
 values spread over many steps, less for values sitting on the grid (e.g. zeros after a ReLU,
 or an 8-bit image), more when values are clipped outside the range.
 
+SQNR per layer (`sqnr_table`), as ONNX Runtime's QDQ debugging and PyTorch's numeric suite
+report it: 10 log10(sum x^2 / sum (x_q - x)^2) in dB of each kernel layer's quantized output
+tensor x_q against the float model's x, summed over all images and elements. "local": only
+that layer quantized (its kernel and output; its input is the float network's), so the
+number is the layer's own error; "accumulated": the whole network quantized, so it holds
+every earlier layer's error as well. No error gives +inf, a silent float tensor -inf.
+
 Per-layer sensitivity (`sensitivity_table`) runs one switchable model
 (`SwitchableQuantizedModel`): every fake-quant step can be turned on or off by a
 non-trainable variable and every kernel can be swapped between its float and fake-quantized
@@ -265,6 +272,7 @@ class SwitchableQuantizedModel:
         self.model = rebuild_model(folded_model, transform)
         self._state = dict.fromkeys(self.switches, False)
         self._function = _batched(self.model)
+        self._outputs = None  # built on first use: the kernel layers' quantized tensors
 
     def quantize(self, names: Iterable[str] = ()) -> None:
         """Quantize exactly the named switches (kernel layers and/or "rescale"), nothing else."""
@@ -300,6 +308,60 @@ class SwitchableQuantizedModel:
         outputs = [np.asarray(self._function(batch)) for batch in _batches(images, batch_size)]
         return np.concatenate(outputs)
 
+    def layer_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """{kernel layer: its output tensor after its fake-quant step} on one batch under the
+        current switches (the float tensor where the layer's switch is off)."""
+        if self._outputs is None:
+            names = [f"{k.output}_quant" for k in self.layers]
+            self._outputs = _batched(capture_model(self.model, names))
+        outputs = self._outputs(np.asarray(batch, dtype=np.float32))
+        if len(self.layers) == 1:
+            outputs = [outputs]
+        return {k.name: np.asarray(o) for k, o in zip(self.layers, outputs, strict=True)}
+
+
+def sqnr_db(signal_power: float, noise_power: float) -> float:
+    """10 log10(signal / noise); +inf without noise, -inf for noise on a silent signal."""
+    if noise_power == 0:
+        return float("inf")
+    if signal_power == 0:
+        return float("-inf")
+    return float(10 * np.log10(signal_power / noise_power))
+
+
+def sqnr_table(switchable: SwitchableQuantizedModel, images: np.ndarray, batch_size: int = 256):
+    """One row per kernel layer: layer, sqnr_local_db, sqnr_accumulated_db (module docstring)
+    of `switchable`'s quantized output tensors on `images`, accumulated over batches."""
+    layers = [k.name for k in switchable.layers]
+    signal = dict.fromkeys(layers, 0.0)
+    noise = {(mode, name): 0.0 for mode in ("local", "accumulated") for name in layers}
+    for batch in _batches(images, batch_size):
+        switchable.quantize([])
+        reference = switchable.layer_outputs(batch)
+        for name in layers:
+            signal[name] += float(np.sum(np.square(reference[name], dtype=np.float64)))
+        switchable.quantize_all()
+        for name, x_q in switchable.layer_outputs(batch).items():
+            noise["accumulated", name] += _squared_error(x_q, reference[name])
+        for name in layers:
+            switchable.quantize([name])
+            noise["local", name] += _squared_error(switchable.layer_outputs(batch)[name],
+                                                   reference[name])  # fmt: skip
+    return pd.DataFrame(
+        [
+            {
+                "layer": name,
+                "sqnr_local_db": sqnr_db(signal[name], noise["local", name]),
+                "sqnr_accumulated_db": sqnr_db(signal[name], noise["accumulated", name]),
+            }
+            for name in layers
+        ]
+    )
+
+
+def _squared_error(x_q: np.ndarray, x: np.ndarray) -> float:
+    return float(np.sum(np.square(x_q.astype(np.float64) - x.astype(np.float64))))
+
 
 def sensitivity_table(
     folded_model,
@@ -309,6 +371,7 @@ def sensitivity_table(
     labels: np.ndarray,
     batch_size: int = 256,
     qce_epsilon: float = 1e-7,
+    switchable: SwitchableQuantizedModel | None = None,
 ) -> pd.DataFrame:
     """One row per kernel layer: accuracy and QCE with only that layer, or all but it, quantized.
 
@@ -317,11 +380,12 @@ def sensitivity_table(
     only_accuracy, all_but_gain = all_but_accuracy - quint8_accuracy. Accuracies in percent;
     QCE in nats against the float model's probabilities. The input image is quantized in the
     all_but runs (and the quint8 reference), not in the only runs (module docstring).
+    `switchable`: the SwitchableQuantizedModel of these arguments if already built.
     """
     labels = np.asarray(labels).reshape(-1)
     if len(labels) != len(images):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
-    switchable = SwitchableQuantizedModel(folded_model, bounds, scheme)
+    switchable = switchable or SwitchableQuantizedModel(folded_model, bounds, scheme)
 
     def run(names):
         switchable.quantize(names)
@@ -375,11 +439,14 @@ def measure_sensitivity(
     labels: np.ndarray,
     qce_epsilon: float,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
-    """(per-layer quantization error, per-layer sensitivity with its rank, the three most
-    sensitive layers) of the `folded` model on `images`: rule quant_sensitivity's stage."""
+    """(per-layer quantization error with its SQNR, per-layer sensitivity with its rank, the
+    three most sensitive layers) of the `folded` model on `images`: rule quant_sensitivity's
+    stage."""
     bounds = quantized_activation_bounds(quantization)
     tensor_errors = quantization_error_table(folded, bounds, scheme, images).set_index("tensor")
     weight_errors = weight_error_table(folded, scheme).set_index("layer")
+    switchable = SwitchableQuantizedModel(folded, bounds, scheme)
+    sqnr = sqnr_table(switchable, images).set_index("layer")
     errors = pd.DataFrame(
         [
             {
@@ -389,12 +456,15 @@ def measure_sensitivity(
                 "activation": layer.output,
                 **tensor_errors.loc[layer.output, ["mse", "mae", "max_abs", "scale"]].to_dict(),
                 "rmse_over_scale": tensor_errors.loc[layer.output, "rmse_over_scale"],
+                **sqnr.loc[layer.name].to_dict(),
                 **weight_errors.loc[layer.name].drop(["order", "kind"]).to_dict(),
             }
             for layer in layers
         ]
     )
-    table = sensitivity_table(folded, bounds, scheme, images, labels, qce_epsilon=qce_epsilon)
+    table = sensitivity_table(
+        folded, bounds, scheme, images, labels, qce_epsilon=qce_epsilon, switchable=switchable
+    )
     ranked = most_sensitive(table, k=len(table))
     table["rank"] = table["layer"].map({name: i + 1 for i, name in enumerate(ranked)})
     top = table.set_index("layer").loc[ranked[:3]]

@@ -94,10 +94,14 @@ def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(probabilities, axis=1) == labels))
 
 
-def metrics_row(labels, p_fp32, p_quint8, p_tflite=None, qce_epsilon: float = 1e-7) -> dict:
-    """The paper's evaluation of one cell (accuracies in percent, as its Table 2)."""
+def metrics_row(
+    labels, p_fp32, p_quint8, p_tflite=None, qce_epsilon: float = 1e-7, partial=None
+) -> dict:
+    """The paper's evaluation of one cell (accuracies in percent, as its Table 2), and for
+    each of `partial` ({intervals.PARTIAL_MODELS name: probabilities}) its accuracy and QCE
+    ("<name>_accuracy", "<name>_qce")."""
     fp32, quint8 = 100 * accuracy(p_fp32, labels), 100 * accuracy(p_quint8, labels)
-    return {
+    row = {
         "fp32_accuracy": fp32,
         "quint8_accuracy": quint8,
         "tflite_int8_accuracy": np.nan if p_tflite is None else 100 * accuracy(p_tflite, labels),
@@ -107,6 +111,10 @@ def metrics_row(labels, p_fp32, p_quint8, p_tflite=None, qce_epsilon: float = 1e
         "tflite_qmse": np.nan if p_tflite is None else qmse(p_fp32, p_tflite),
         "test_samples": len(labels),
     }
+    for name, probabilities in (partial or {}).items():
+        row[f"{name}_accuracy"] = 100 * accuracy(probabilities, labels)
+        row[f"{name}_qce"] = qce(p_fp32, probabilities, eps=qce_epsilon)
+    return row
 
 
 def activation_bounds(calibration: pd.DataFrame, method: str) -> dict:

@@ -40,6 +40,12 @@ rule table2:
             category="Tables",
         ),
         comparison_markdown=f"{STUDY}/comparison.md",
+        split=report(
+            f"{STUDY}/quantization_split.csv",
+            caption="../report/quantization_split.rst",
+            category="Tables",
+        ),
+        split_markdown=f"{STUDY}/quantization_split.md",
     log:
         f"{STUDY}/logs/table2.log",
     conda:

@@ -145,6 +145,7 @@ def study_outputs():
         *sensitivity,
         f"{STUDY}/table2.md",
         f"{STUDY}/comparison.md",
+        f"{STUDY}/quantization_split.md",
         f"{STUDY}/claims.md",
         f"{FIGURES}/figure2_vanishing_act.png",
         f"{FIGURES}/figure3_layerwise.png",
