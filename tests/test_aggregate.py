@@ -109,6 +109,20 @@ def test_mixed_statuses_are_summarised():
     assert row["n"] == 1 and row["FP32 Accuracy"] == 80.0
 
 
+def test_table2_says_why_litert_could_not_run_a_cell(metrics):
+    reason = "scale_diff / output_scale <= 0.02 was not true"
+    metrics["tflite_error"] = None
+    failing = metrics["init"] == "GlorotNorm"
+    metrics.loc[failing, "tflite_error"] = reason
+    metrics.loc[failing, ["tflite_int8_accuracy", "tflite_int8_accuracy_lo"]] = np.nan
+    table = table2(metrics).set_index("Network")
+    assert table.loc["DWS_Conv_With_BN_GlorotNorm", "TFLite error"] == reason
+    assert table.loc["DWS_Conv_With_BN_RandUni_Large", "TFLite error"] == ""
+    text = table2_markdown(table.reset_index())
+    assert f"| not run: {reason} |" in text
+    assert text.count("not run:") == 1
+
+
 def test_paper_reference_is_the_papers_table2():
     paper = read_paper_table2(REPO / "reference" / "paper_table2.csv")
     assert len(paper) == 33

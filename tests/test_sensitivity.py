@@ -7,7 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quantinit.analysis import build_quantized_model, capture, fold_model, quantized_tensors
+from quantinit.analysis import (
+    build_quantized_model,
+    capture,
+    fold_model,
+    kernel_layers,
+    quantized_tensors,
+)
 from quantinit.models import build_model
 from quantinit.quantization import fake_quant_reference
 from quantinit.sensitivity import (
@@ -15,6 +21,7 @@ from quantinit.sensitivity import (
     ErrorAccumulator,
     SwitchableQuantizedModel,
     error_stats,
+    measure_sensitivity,
     most_sensitive,
     quantization_error_table,
     sensitivity_table,
@@ -23,6 +30,7 @@ from quantinit.sensitivity import (
     weight_error_table,
 )
 from quantinit.stats import qce, softmax
+from quantinit.tables import quantize
 
 from conftest import REPO
 from keras_models import two_layer_model
@@ -246,6 +254,52 @@ def test_sqnr_local_and_accumulated_equal_quantizing_by_hand():
     # the accumulated error holds the earlier layers' too: never a better SQNR at the logits
     assert table.loc["logits", "sqnr_accumulated_db"] < table.loc["logits", "sqnr_local_db"]
     assert switchable.quantized == ["logits"]  # the last local run's switches
+
+
+def test_sqnr_of_the_tflite_model_equals_its_layer_outputs_by_hand():
+    from quantinit.tflite import TFLiteLayers, convert_full_integer
+
+    model, x = two_layer_model(), images(120, seed=5)
+    tflite = TFLiteLayers(convert_full_integer(model, x[:64]))
+    switchable = SwitchableQuantizedModel(model, BOUNDS, PER_TENSOR)
+    table = sqnr_table(switchable, x, batch_size=50, tflite=tflite).set_index("layer")
+    deployed = dict(zip(["fc1", "logits"], tflite(x), strict=True))
+    float_values = numpy_forward(model, x, quantized=set())
+    simulated = numpy_forward(model, x, quantized={"rescale", "fc1", "logits"})
+    for layer, tensor in (("fc1", "fc1_relu"), ("logits", "logits")):
+        for column, signal in (("tflite_sqnr_db", float_values),
+                               ("tflite_vs_simulated_sqnr_db", simulated)):  # fmt: skip
+            reference = signal[tensor][1].astype(np.float64)
+            by_hand = 10 * np.log10(
+                np.sum(reference**2) / np.sum((deployed[layer] - reference) ** 2)
+            )
+            assert table.loc[layer, column] == pytest.approx(by_hand, abs=0.05), column
+
+
+def quantize_table(model, bounds):
+    """The quantization table of the two-layer model with `bounds` as its activation ranges."""
+    kinds = {"rescale": "input", "fc1_relu": "dense", "logits": "dense"}
+    calibration = pd.DataFrame(
+        {"tensor": list(bounds), "kind": [kinds[t] for t in bounds],
+         "min": [lo for lo, _ in bounds.values()], "max": [hi for _, hi in bounds.values()]}
+    )  # fmt: skip
+    kernels = {name: model.get_layer(name).get_weights()[0] for name in ("fc1", "logits")}
+    scheme = PER_TENSOR | {"calibration": "minmax"}
+    return quantize(kernels, {"fc1": "dense", "logits": "dense"}, calibration, scheme)
+
+
+def test_sensitivity_says_why_the_tflite_columns_are_empty():
+    model, x = two_layer_model(), images(40, seed=6)
+    quantization = quantize_table(model, BOUNDS)
+    layers = kernel_layers(model)
+    for tflite_model, reason in ((b"", "evaluation.tflite is off"),
+                                 (b"not a flatbuffer", "LiteRT could not run")):  # fmt: skip
+        errors, _, _ = measure_sensitivity(
+            model, layers, quantization, PER_TENSOR, x, np.zeros(40, int), 1e-7, tflite_model
+        )
+        assert errors["tflite_sqnr_db"].isna().all()
+        assert all(reason in text for text in errors["tflite_error"]), errors["tflite_error"]
+        assert np.isfinite(errors["sqnr_accumulated_db"]).all()
 
 
 def test_sqnr_of_no_noise_and_of_a_silent_signal():

@@ -9,9 +9,12 @@ boundary, fixed softmax output scale).
 import numpy as np
 import pytest
 
+from quantinit.analysis import kernel_layers
 from quantinit.models import build_model
+from quantinit.stats import softmax
 from quantinit.tflite import (
     WEIGHTED_OPS,
+    TFLiteLayers,
     convert_full_integer,
     run_tflite,
     tflite_tensor_details,
@@ -248,3 +251,24 @@ def test_model_with_a_dead_layer_runs_on_builtin_kernels(representative):
     expected = np.asarray(model.predict(representative[:8], verbose=0))
     # every image gets the same output (only the logits bias reaches it), as in Keras
     np.testing.assert_allclose(probabilities, expected, atol=2 / 256)
+
+
+def test_layer_outputs_are_the_kernel_layers_outputs_in_order(case):
+    """TFLiteLayers' i-th output is the i-th kernel layer's (ReLU'd) output, dequantized."""
+    model, _, model_bytes = case
+    images = structured_images(50, seed=4)
+    layers = kernel_layers(model)
+    tflite = TFLiteLayers(model_bytes)
+    outputs = tflite(images)
+    assert len(outputs) == len(layers) and set(tflite.op_names) <= set(WEIGHTED_OPS)
+    for layer, deployed in zip(layers, outputs, strict=True):
+        expected = layer_output(model, layer.output, images).astype(np.float64)
+        assert deployed.shape == expected.shape, layer.name
+        sqnr = 10 * np.log10(np.sum(expected**2) / np.sum((deployed - expected) ** 2))
+        assert sqnr > 15, (layer.name, sqnr)  # int8 all the way: far from float32, near float
+    # the last op's output are the logits that TFLite's int8 softmax (a lookup-table
+    # approximation, up to 0.08 off here) turns into its probabilities
+    probabilities = run_tflite(model_bytes, images, batch_size=50)
+    assert np.abs(softmax(outputs[-1]) - probabilities).mean() < 0.02
+    assert (outputs[-1].argmax(axis=1) == probabilities.argmax(axis=1)).mean() >= 0.9
+    assert [o.shape[0] for o in tflite(images[:7])] == [7] * len(layers)  # any batch size

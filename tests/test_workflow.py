@@ -187,6 +187,10 @@ def test_quant_error_and_sensitivity_join_layerwise(tiny_study):
     sensitivity = pd.read_parquet(cell / "sensitivity.parquet")
     assert list(errors.layer) == list(layerwise.layer) == list(sensitivity.layer)
     assert (errors.num_images == 100).all() and (errors.rmse_over_scale >= 0).all()
+    # the deployed int8 model, layer by layer, beside the simulated one
+    assert errors.tflite_error.isna().all()
+    assert (errors.tflite_vs_simulated_sqnr_db > 0).all() and errors.tflite_sqnr_db.notna().all()
+    assert (errors.sqnr_local_db > 0).all()
     metrics = pd.read_parquet(cell / "metrics.parquet").iloc[0]
     assert sorted(sensitivity["rank"]) == list(range(1, len(sensitivity) + 1))
     # on its 100 images, the fully quantized model's accuracy is a multiple of 1%

@@ -35,6 +35,7 @@ SPLIT_COLUMNS = {
     "weight_only_qce": "W-only QCE",
     "activation_only_qce": "A-only QCE",
 }
+TFLITE_ERROR = "TFLite error"
 # Where the intervals come from: one seed's bootstrap over test images, or seeds
 INTERVAL_IMAGES = "bootstrap over test images"
 INTERVAL_SEEDS = "t over seeds"
@@ -123,11 +124,17 @@ def table2(
     metrics: pd.DataFrame, include_failed: bool = True, confidence: float = 0.95
 ) -> pd.DataFrame:
     """The paper's Table 2 from the concatenated metrics of every cell: summarize_cells of
-    each seed's last analysed epoch over TABLE2_COLUMNS. Cells whose every seed diverged or
-    did not learn are kept with their status unless include_failed is False (the paper
-    omitted them).
+    each seed's last analysed epoch over TABLE2_COLUMNS, and TFLITE_ERROR: why LiteRT could
+    not run a cell's int8 model ("" where it ran). Cells whose every seed diverged or did not
+    learn are kept with their status unless include_failed is False (the paper omitted them).
     """
-    table = summarize_cells(final_epoch(metrics), TABLE2_COLUMNS, confidence)
+    last = final_epoch(metrics)
+    table = summarize_cells(last, TABLE2_COLUMNS, confidence)
+    if not table.empty and "tflite_error" in last:
+        errors = last.dropna(subset=["tflite_error"]).groupby(["arch", "init"])["tflite_error"]
+        reasons = errors.agg(lambda texts: "; ".join(dict.fromkeys(texts)))
+        keys = pd.MultiIndex.from_frame(table[["arch", "init"]])
+        table[TFLITE_ERROR] = reasons.reindex(keys).fillna("").to_numpy()
     if not table.empty and not include_failed:
         table = table[table["Status"] == STATUS_OK].reset_index(drop=True)
     return table
@@ -228,6 +235,10 @@ def table2_markdown(table: pd.DataFrame, columns: dict | None = None) -> str:
                 table[title], table[f"{title} lo"], table[f"{title} hi"], strict=True
             )
         ]
+    if TFLITE_ERROR in table:  # the reason in place of a missing TFLite accuracy
+        title = TABLE2_COLUMNS["tflite_int8_accuracy"]
+        missing = (shown.get(title, "") == "") & (table[TFLITE_ERROR] != "")
+        shown.loc[missing, title] = "not run: " + table.loc[missing, TFLITE_ERROR]
     shown["n"] = table["n"]
     shown["Interval"] = table["Interval"]
     shown["Status"] = table["Status"]

@@ -158,6 +158,12 @@ SCHEMAS = {
         "rmse_over_scale": ("double", "rmse / step: 0.289 for pure rounding noise"),
         "sqnr_local_db": ("double", "SQNR (dB) of the output, only this layer quantized"),
         "sqnr_accumulated_db": ("double", "SQNR (dB) of the output, whole network quantized"),
+        "tflite_sqnr_db": ("double", "SQNR (dB) of the TFLite int8 model's output vs float"),
+        "tflite_vs_simulated_sqnr_db": (
+            "double",
+            "SQNR (dB) of the TFLite int8 output against the simulated model's",
+        ),  # fmt: skip
+        "tflite_error": ("string", "why the TFLite columns are empty (else null)"),
         "weight_mse": ("double", "folded kernel vs its fake-quantized kernel: squared error"),
         "weight_mae": ("double", "mean absolute error of the kernel"),
         "weight_max_abs": ("double", "largest absolute error of the kernel"),

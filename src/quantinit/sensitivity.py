@@ -329,38 +329,62 @@ def sqnr_db(signal_power: float, noise_power: float) -> float:
     return float(10 * np.log10(signal_power / noise_power))
 
 
-def sqnr_table(switchable: SwitchableQuantizedModel, images: np.ndarray, batch_size: int = 256):
+def sqnr_table(
+    switchable: SwitchableQuantizedModel,
+    images: np.ndarray,
+    batch_size: int = 256,
+    tflite=None,
+) -> pd.DataFrame:
     """One row per kernel layer: layer, sqnr_local_db, sqnr_accumulated_db (module docstring)
-    of `switchable`'s quantized output tensors on `images`, accumulated over batches."""
+    of `switchable`'s quantized output tensors on `images`, accumulated over batches.
+
+    With `tflite` (a tflite.TFLiteLayers of the same network's int8 model; else NaN)
+    tflite_sqnr_db, the deployed int8 model's layer output against the float network (to
+    compare with sqnr_accumulated_db), and tflite_vs_simulated_sqnr_db, against the
+    simulated quantized network's: low where the simulation and the deployed model disagree.
+    """
     layers = [k.name for k in switchable.layers]
-    signal = dict.fromkeys(layers, 0.0)
-    noise = {(mode, name): 0.0 for mode in ("local", "accumulated") for name in layers}
+    if tflite is not None and len(tflite.outputs) != len(layers):
+        raise ValueError(
+            f"the TFLite model has {len(tflite.outputs)} weighted ops ({tflite.op_names}), "
+            f"the network {len(layers)} kernel layers ({layers})"
+        )
+    modes = ["local", "accumulated"] + (["tflite", "tflite_vs_simulated"] if tflite else [])
+    signal = {(mode, name): 0.0 for mode in modes for name in layers}
+    noise = {(mode, name): 0.0 for mode in modes for name in layers}
+
+    def add(mode, name, x_q, x):
+        signal[mode, name] += float(np.sum(np.square(x, dtype=np.float64)))
+        noise[mode, name] += float(np.sum(np.square(x_q.astype(np.float64) - x)))
+
     for batch in _batches(images, batch_size):
         switchable.quantize([])
         reference = switchable.layer_outputs(batch)
-        for name in layers:
-            signal[name] += float(np.sum(np.square(reference[name], dtype=np.float64)))
         switchable.quantize_all()
-        for name, x_q in switchable.layer_outputs(batch).items():
-            noise["accumulated", name] += _squared_error(x_q, reference[name])
+        simulated = switchable.layer_outputs(batch)
+        deployed = dict(zip(layers, tflite(batch), strict=True)) if tflite else {}
+        for name in layers:
+            add("accumulated", name, simulated[name], reference[name])
+            if tflite:
+                add("tflite", name, deployed[name], reference[name])
+                add("tflite_vs_simulated", name, deployed[name], simulated[name])
         for name in layers:
             switchable.quantize([name])
-            noise["local", name] += _squared_error(switchable.layer_outputs(batch)[name],
-                                                   reference[name])  # fmt: skip
+            add("local", name, switchable.layer_outputs(batch)[name], reference[name])
+    columns = {
+        "local": "sqnr_local_db",
+        "accumulated": "sqnr_accumulated_db",
+        "tflite": "tflite_sqnr_db",
+        "tflite_vs_simulated": "tflite_vs_simulated_sqnr_db",
+    }
     return pd.DataFrame(
         [
-            {
-                "layer": name,
-                "sqnr_local_db": sqnr_db(signal[name], noise["local", name]),
-                "sqnr_accumulated_db": sqnr_db(signal[name], noise["accumulated", name]),
-            }
+            {"layer": name}
+            | {column: np.nan for column in columns.values()}  # tflite's: NaN without one
+            | {columns[mode]: sqnr_db(signal[mode, name], noise[mode, name]) for mode in modes}
             for name in layers
         ]
     )
-
-
-def _squared_error(x_q: np.ndarray, x: np.ndarray) -> float:
-    return float(np.sum(np.square(x_q.astype(np.float64) - x.astype(np.float64))))
 
 
 def sensitivity_table(
@@ -438,15 +462,26 @@ def measure_sensitivity(
     images: np.ndarray,
     labels: np.ndarray,
     qce_epsilon: float,
+    tflite_model: bytes = b"",
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
     """(per-layer quantization error with its SQNR, per-layer sensitivity with its rank, the
     three most sensitive layers) of the `folded` model on `images`: rule quant_sensitivity's
-    stage."""
+    stage. With `tflite_model` (the cell's int8 model) the error table also compares the
+    deployed model layer by layer (sqnr_table); where there is none, or LiteRT cannot run it,
+    those columns are empty and tflite_error says why."""
     bounds = quantized_activation_bounds(quantization)
     tensor_errors = quantization_error_table(folded, bounds, scheme, images).set_index("tensor")
     weight_errors = weight_error_table(folded, scheme).set_index("layer")
     switchable = SwitchableQuantizedModel(folded, bounds, scheme)
-    sqnr = sqnr_table(switchable, images).set_index("layer")
+    tflite, tflite_error = None, "no TFLite model (evaluation.tflite is off)"
+    if tflite_model:
+        from quantinit.tflite import TFLiteLayers
+
+        try:
+            tflite, tflite_error = TFLiteLayers(tflite_model), None
+        except (RuntimeError, ValueError) as error:
+            tflite_error = f"LiteRT could not run the int8 model: {error}"
+    sqnr = sqnr_table(switchable, images, tflite=tflite).set_index("layer")
     errors = pd.DataFrame(
         [
             {
@@ -457,6 +492,7 @@ def measure_sensitivity(
                 **tensor_errors.loc[layer.output, ["mse", "mae", "max_abs", "scale"]].to_dict(),
                 "rmse_over_scale": tensor_errors.loc[layer.output, "rmse_over_scale"],
                 **sqnr.loc[layer.name].to_dict(),
+                "tflite_error": tflite_error,
                 **weight_errors.loc[layer.name].drop(["order", "kind"]).to_dict(),
             }
             for layer in layers

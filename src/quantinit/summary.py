@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from quantinit.aggregate import TABLE2_COLUMNS, cell_name, table2_markdown
+from quantinit.aggregate import TABLE2_COLUMNS, TFLITE_ERROR, cell_name, table2_markdown
 from quantinit.claims import claims_markdown
 from quantinit.io import atomic_path
 from quantinit.registry import STATUS_DIVERGED, STATUS_NOT_LEARNING, STATUS_OK
@@ -131,8 +131,9 @@ def read_block(text: str) -> str:
 def read_table2_csv(path) -> pd.DataFrame:
     """Table 2 as the table2 rule writes its CSV (empty text cells come back as "")."""
     table = pd.read_csv(path)
-    for column in ("Interval", "Status"):
-        table[column] = table[column].fillna("")
+    for column in ("Interval", "Status", TFLITE_ERROR):
+        if column in table:
+            table[column] = table[column].fillna("")
     return table
 
 

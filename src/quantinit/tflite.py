@@ -266,3 +266,52 @@ def _invoke_batches(interpreter, quantized: np.ndarray, batch: int) -> np.ndarra
         interpreter.invoke()
         outputs.append(interpreter.get_tensor(output_detail["index"])[:count].copy())
     return np.concatenate(outputs).astype(np.float32)
+
+
+class TFLiteLayers:
+    """The dequantized output of every weighted op (conv, depthwise, fully connected; a fused
+    ReLU included) of a full-integer model, op by op, for comparing the deployed int8 model
+    with the float and simulated ones layer by layer.
+
+    LiteRT's builtin kernels with every intermediate tensor kept (XNNPACK would hide them).
+    In a chain network the i-th weighted op is the i-th kernel layer (analysis.kernel_layers),
+    its output that layer's quantized tensor: callers match them by position.
+    """
+
+    def __init__(self, model_bytes: bytes, num_threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        with _quiet_output():
+            self.interpreter = Interpreter(
+                model_content=bytes(model_bytes),
+                num_threads=num_threads,
+                experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                experimental_preserve_all_tensors=True,
+            )
+        self.interpreter.allocate_tensors()
+        ops = [op for op in self.interpreter._get_ops_details() if op["op_name"] in WEIGHTED_OPS]
+        self.outputs = [int(op["outputs"][0]) for op in ops]
+        self.op_names = [op["op_name"] for op in ops]
+        (self._input,) = self.interpreter.get_input_details()
+        self._batch = None
+
+    def __call__(self, images: np.ndarray) -> list[np.ndarray]:
+        """Each weighted op's dequantized float32 output on `images` (N, 32, 32, 3) in 0..255,
+        quantized with the input tensor's own scale and zero point, as run_tflite does."""
+        scale, zero_point = self._input["quantization"]
+        quantized = _quantize_input(
+            np.asarray(images), scale, zero_point, np.dtype(self._input["dtype"])
+        )
+        if self._batch != len(quantized):
+            self.interpreter.resize_tensor_input(self._input["index"], list(quantized.shape))
+            self.interpreter.allocate_tensors()
+            self._batch = len(quantized)
+        self.interpreter.set_tensor(self._input["index"], np.ascontiguousarray(quantized))
+        self.interpreter.invoke()
+        outputs = []
+        for index in self.outputs:
+            detail = self.interpreter._get_tensor_details(index, 0)
+            out_scale, out_zero = detail["quantization"]
+            raw = self.interpreter.get_tensor(index).astype(np.float32)
+            outputs.append((raw - np.float32(out_zero)) * np.float32(out_scale))
+        return outputs

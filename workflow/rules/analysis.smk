@@ -126,6 +126,7 @@ rule layerwise:
 rule quant_sensitivity:
     input:
         model=f"{EPOCH_DIR}/model.keras",
+        tflite=f"{EPOCH_DIR}/model_int8.tflite",
         quantization=f"{EPOCH_DIR}/quantization.parquet",
         weights=f"{EPOCH_DIR}/weights.npz",
         dataset=DATASET,

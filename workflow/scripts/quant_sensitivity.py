@@ -1,5 +1,7 @@
 """Rule quant_sensitivity: per-layer quantization error and per-layer sensitivity of a cell."""
 
+from pathlib import Path
+
 import pandas as pd
 
 from quantinit.cellfiles import load_folded, load_weights, placeholder_rows, write_table
@@ -38,6 +40,7 @@ else:
         dataset.x_test[indices],
         dataset.y_test[indices],
         qce_epsilon=snakemake.params.qce_epsilon,
+        tflite_model=Path(snakemake.input.tflite).read_bytes(),
     )
     summary = {"most_sensitive": most, "num_images": len(indices)}
     print(errors.to_string(max_cols=10))
