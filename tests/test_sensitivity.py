@@ -302,6 +302,24 @@ def test_sensitivity_says_why_the_tflite_columns_are_empty():
         assert np.isfinite(errors["sqnr_accumulated_db"]).all()
 
 
+def test_a_model_litert_refuses_at_run_time_leaves_the_tflite_columns_empty():
+    """tests/data/litert_refuses_at_run_time.tflite: the quick preset's
+    Regular_Conv_No_BN_RandUni_Large int8 model (width 0.25), which LiteRT loads but refuses
+    to run ("scale_diff / output_scale <= 0.02 ... FULLY_CONNECTED failed to prepare")."""
+    from quantinit.tflite import TFLiteLayers
+
+    model = build_model("Regular_Conv_No_BN", "HeUni", 0, width_multiplier=0.25)
+    tflite = TFLiteLayers((REPO / "tests/data/litert_refuses_at_run_time.tflite").read_bytes())
+    x = images(20, seed=7)
+    bounds = {name: (0.0, 4.0) for name in quantized_tensors(model)}
+    table = sqnr_table(SwitchableQuantizedModel(model, bounds, PER_TENSOR), x, tflite=tflite)
+    assert (
+        table["tflite_sqnr_db"].isna().all() and table["tflite_vs_simulated_sqnr_db"].isna().all()
+    )
+    assert all("scale_diff / output_scale" in text for text in table["tflite_error"])
+    assert table["sqnr_accumulated_db"].notna().all()
+
+
 def test_sqnr_of_no_noise_and_of_a_silent_signal():
     assert sqnr_db(1.0, 0.0) == float("inf") and sqnr_db(0.0, 1e-3) == float("-inf")
     assert sqnr_db(100.0, 1.0) == pytest.approx(20.0)

@@ -342,6 +342,8 @@ def sqnr_table(
     tflite_sqnr_db, the deployed int8 model's layer output against the float network (to
     compare with sqnr_accumulated_db), and tflite_vs_simulated_sqnr_db, against the
     simulated quantized network's: low where the simulation and the deployed model disagree.
+    If LiteRT fails on a batch (it refuses some degenerate models only when it runs them),
+    those columns are NaN and tflite_error says why (else None).
     """
     layers = [k.name for k in switchable.layers]
     if tflite is not None and len(tflite.outputs) != len(layers):
@@ -350,6 +352,7 @@ def sqnr_table(
             f"the network {len(layers)} kernel layers ({layers})"
         )
     modes = ["local", "accumulated"] + (["tflite", "tflite_vs_simulated"] if tflite else [])
+    tflite_error = None
     signal = {(mode, name): 0.0 for mode in modes for name in layers}
     noise = {(mode, name): 0.0 for mode in modes for name in layers}
 
@@ -362,7 +365,13 @@ def sqnr_table(
         reference = switchable.layer_outputs(batch)
         switchable.quantize_all()
         simulated = switchable.layer_outputs(batch)
-        deployed = dict(zip(layers, tflite(batch), strict=True)) if tflite else {}
+        deployed = {}
+        if tflite:
+            try:
+                deployed = dict(zip(layers, tflite(batch), strict=True))
+            except RuntimeError as error:  # LiteRT refuses some degenerate models at run time
+                tflite, tflite_error = None, f"LiteRT could not run the int8 model: {error}"
+                modes = ["local", "accumulated"]
         for name in layers:
             add("accumulated", name, simulated[name], reference[name])
             if tflite:
@@ -382,6 +391,7 @@ def sqnr_table(
             {"layer": name}
             | {column: np.nan for column in columns.values()}  # tflite's: NaN without one
             | {columns[mode]: sqnr_db(signal[mode, name], noise[mode, name]) for mode in modes}
+            | {"tflite_error": tflite_error}
             for name in layers
         ]
     )
@@ -482,6 +492,8 @@ def measure_sensitivity(
         except (RuntimeError, ValueError) as error:
             tflite_error = f"LiteRT could not run the int8 model: {error}"
     sqnr = sqnr_table(switchable, images, tflite=tflite).set_index("layer")
+    if tflite is None:  # else sqnr_table says whether LiteRT ran it
+        sqnr["tflite_error"] = tflite_error
     errors = pd.DataFrame(
         [
             {
@@ -492,7 +504,6 @@ def measure_sensitivity(
                 **tensor_errors.loc[layer.output, ["mse", "mae", "max_abs", "scale"]].to_dict(),
                 "rmse_over_scale": tensor_errors.loc[layer.output, "rmse_over_scale"],
                 **sqnr.loc[layer.name].to_dict(),
-                "tflite_error": tflite_error,
                 **weight_errors.loc[layer.name].drop(["order", "kind"]).to_dict(),
             }
             for layer in layers
