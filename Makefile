@@ -46,6 +46,7 @@ QUICK_STUDY := results/quick/study
 docs-figures: setup data
 	# (--configfile takes several files: targets go before it)
 	$(BIN)/snakemake --cores 2 $(QUICK_STUDY)/table2.md $(QUICK_STUDY)/claims.md \
+		$(QUICK_STUDY)/quantization_split.md \
 		$(QUICK_STUDY)/figures/figure2_vanishing_act.png $(QUICK_STUDY)/figures/figure3_layerwise.png \
 		$(QUICK_STUDY)/figures/degradation_heatmap.png --configfile config/quick.yaml
 	$(BIN)/python -c 'import sys; from PIL import Image; \
@@ -58,7 +59,10 @@ docs-figures: setup data
 	cp $(QUICK_STUDY)/table2.csv docs/quick-table2.csv
 	cp $(QUICK_STUDY)/claims.md docs/quick-claims.md
 	cp $(QUICK_STUDY)/claims.csv docs/quick-claims.csv
-	$(BIN)/python -m quantinit.summary docs/quick-table2.csv docs/quick-claims.csv README.md
+	cp $(QUICK_STUDY)/quantization_split.md docs/quick-quantization-split.md
+	cp $(QUICK_STUDY)/quantization_split.csv docs/quick-quantization-split.csv
+	$(BIN)/python -m quantinit.summary docs/quick-table2.csv docs/quick-claims.csv \
+		docs/quick-quantization-split.csv README.md
 
 # make bench - the benchmark (benchmarks/README.md): ARGS=--smoke for the 1-2 minute version
 .PHONY: bench

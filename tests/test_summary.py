@@ -7,11 +7,12 @@ import pandas as pd
 import pytest
 from test_aggregate import metric_row
 
-from quantinit.aggregate import table2, table2_markdown
+from quantinit.aggregate import SPLIT_COLUMNS, quantization_split, table2, table2_markdown
 from quantinit.claims import claims_markdown
 from quantinit.summary import (
     BEGIN,
     END,
+    attribution_sentence,
     excerpt,
     outcome_sentences,
     read_block,
@@ -36,6 +37,14 @@ def quick_like_metrics():
         metric_row("DWS_Conv_No_BN", "HeUni", 0, fp32=15.0, quint8=15.0),
     ]
     return pd.DataFrame(rows)
+
+
+def split_frame():
+    metrics = quick_like_metrics()
+    metrics["weight_only_accuracy"] = metrics.fp32_accuracy + 0.1  # weights barely matter
+    metrics["activation_only_accuracy"] = metrics.quint8_accuracy - 0.2
+    metrics["weight_only_qce"] = metrics["activation_only_qce"] = 1.0
+    return quantization_split(metrics)
 
 
 def claims_frame():
@@ -77,9 +86,20 @@ def test_excerpt_keeps_the_chosen_rows_and_the_best_cell():
     ]
 
 
+def test_attribution_sentence_says_which_side_moves_the_accuracy():
+    text = attribution_sentence(split_frame())
+    # trained cells' quint8 - fp32: +3, -4, +0.5, -1, 0 (quick_like_metrics)
+    assert "over the 5 trained cells" in text
+    assert "only the weights moves the accuracy by +0.10 points on average (+0.10 to +0.10)" in text
+    assert "only the activations by -0.50 points on average (-4.20 to +2.80)" in text
+    assert "and both by -0.30 points on average (-4.00 to +3.00)" in text
+    # A-only is 0.2 from the full model, W-only |0.1 - diff|: closer only where diff = 0
+    assert "the activation-only model is the closer to the full one in 4 of them" in text
+
+
 def test_summary_quotes_the_claims_and_table_rows():
     table = table2(quick_like_metrics())
-    text = study_summary(table, claims_frame())
+    text = study_summary(table, claims_frame(), split_frame())
     for line in claims_markdown(claims_frame()).splitlines()[2:]:
         assert line in text.splitlines()
     for line in table2_markdown(excerpt(table)).splitlines():
@@ -109,21 +129,25 @@ def test_table2_round_trips_through_its_csv(tmp_path):
 def docs_tables():
     table = read_table2_csv(REPO / "docs" / "quick-table2.csv")
     claims = pd.read_csv(REPO / "docs" / "quick-claims.csv")
-    return table, claims
+    split = read_table2_csv(REPO / "docs" / "quick-quantization-split.csv")
+    return table, claims, split
 
 
 def test_docs_markdown_is_what_the_workflow_writes_from_the_docs_csvs():
-    table, claims = docs_tables()
+    table, claims, split = docs_tables()
     assert (REPO / "docs" / "quick-table2.md").read_text() == table2_markdown(table)
     assert (REPO / "docs" / "quick-claims.md").read_text() == claims_markdown(claims)
+    split_markdown = table2_markdown(split, SPLIT_COLUMNS)
+    assert (REPO / "docs" / "quick-quantization-split.md").read_text() == split_markdown
 
 
 def test_readme_quotes_the_numbers_of_docs():
-    """The README's study block is study_summary of docs/quick-table2.csv and
-    docs/quick-claims.csv (make docs-figures writes all of them from one run)."""
-    table, claims = docs_tables()
+    """The README's study block is study_summary of docs/quick-table2.csv,
+    docs/quick-claims.csv and docs/quick-quantization-split.csv (make docs-figures writes
+    all of them from one run)."""
+    table, claims, split = docs_tables()
     readme = (REPO / "README.md").read_text()
-    assert read_block(readme) == study_summary(table, claims)
+    assert read_block(readme) == study_summary(table, claims, split)
     # and no number about the quick run's cells lives outside the block
     outside = readme.replace(read_block(readme), "")
     quick_section = outside.split("## The quick preset", 1)[1].split("\n## ", 1)[0]

@@ -1,12 +1,14 @@
-"""The README's account of a finished study, written from its Table 2 and claims tables.
+"""The README's account of a finished study, written from its Table 2, claims and
+quantization_split tables.
 
 Every number the README quotes about the quick preset lives in one block between BEGIN and
 END, and that block is only ever written by this module (``make docs-figures``):
 
-    python -m quantinit.summary TABLE2_CSV CLAIMS_CSV README.md
+    python -m quantinit.summary TABLE2_CSV CLAIMS_CSV SPLIT_CSV README.md
 
-rewrites the block in README.md from the two CSVs the workflow wrote (the Makefile passes the
-copies it keeps in docs/, so that a test can check the README against them without a run).
+rewrites the block in README.md from the three CSVs the workflow wrote (the Makefile passes
+the copies it keeps in docs/, so that a test can check the README against them without a
+run).
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from quantinit.aggregate import TABLE2_COLUMNS, TFLITE_ERROR, cell_name, table2_markdown
+from quantinit.aggregate import (
+    SPLIT_COLUMNS,
+    TABLE2_COLUMNS,
+    TFLITE_ERROR,
+    cell_name,
+    table2_markdown,
+)
 from quantinit.claims import claims_markdown
 from quantinit.io import atomic_path
 from quantinit.registry import STATUS_DIVERGED, STATUS_NOT_LEARNING, STATUS_OK
@@ -86,6 +94,40 @@ def outcome_sentences(table: pd.DataFrame) -> str:
     return " ".join(parts)
 
 
+def attribution_sentence(split: pd.DataFrame) -> str:
+    """How far quantizing only the weights, only the activations, or both moves the trained
+    cells' accuracy from fp32 (quantization_split), and which partial model is the closer
+    to the full one."""
+    trained = split[split["Status"] == STATUS_OK]
+    fp32 = trained[SPLIT_COLUMNS["fp32_accuracy"]]
+    moves = {
+        side: trained[SPLIT_COLUMNS[column]] - fp32
+        for side, column in (
+            ("both", "quint8_accuracy"),
+            ("weights", "weight_only_accuracy"),
+            ("activations", "activation_only_accuracy"),
+        )
+    }
+
+    def spread(values):
+        return (
+            f"{values.mean():+.2f} points on average ({values.min():+.2f} to {values.max():+.2f})"
+        )
+
+    closer = int(
+        (
+            (moves["activations"] - moves["both"]).abs() < (moves["weights"] - moves["both"]).abs()
+        ).sum()
+    )
+    return (
+        "Where the quint8 - fp32 differences come from (`quantization_split.md`): over the "
+        f"{len(trained)} trained cells, quantizing only the weights moves the accuracy by "
+        f"{spread(moves['weights'])}, only the activations by {spread(moves['activations'])}, "
+        f"and both by {spread(moves['both'])}; the activation-only model is the closer to "
+        f"the full one in {closer} of them."
+    )
+
+
 def excerpt(table: pd.DataFrame) -> pd.DataFrame:
     """EXCERPT's rows present in the table plus the best trained fp32 cell, Table 2's order."""
     trained = table[table["Status"] == STATUS_OK]
@@ -95,12 +137,15 @@ def excerpt(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["Network"].isin(wanted)]
 
 
-def study_summary(table: pd.DataFrame, claims: pd.DataFrame) -> str:
-    """The README block (without its markers) from Table 2 and the claims table."""
+def study_summary(table: pd.DataFrame, claims: pd.DataFrame, split: pd.DataFrame) -> str:
+    """The README block (without its markers) from Table 2, the claims and the
+    quantization_split table."""
     claim_lines = claims_markdown(claims).splitlines()[2:]
     return "\n".join(
         [
             outcome_sentences(table),
+            "",
+            attribution_sentence(split),
             "",
             "The paper's claims at this run's precision "
             "([docs/quick-claims.md](docs/quick-claims.md), from `claims.md`):",
@@ -129,7 +174,8 @@ def read_block(text: str) -> str:
 
 
 def read_table2_csv(path) -> pd.DataFrame:
-    """Table 2 as the table2 rule writes its CSV (empty text cells come back as "")."""
+    """Table 2 or quantization_split as the table2 rule writes their CSVs (empty text cells
+    come back as "")."""
     table = pd.read_csv(path)
     for column in ("Interval", "Status", TFLITE_ERROR):
         if column in table:
@@ -138,13 +184,21 @@ def read_table2_csv(path) -> pd.DataFrame:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 3:
-        raise SystemExit("usage: python -m quantinit.summary TABLE2_CSV CLAIMS_CSV README.md")
-    table_csv, claims_csv, readme = map(Path, argv)
-    table = read_table2_csv(table_csv)
-    if table.empty or not np.isin(["Network", FP32, "Status"], table.columns).all():
-        raise SystemExit(f"{table_csv}: not a Table 2 CSV with rows")
-    text = replace_block(readme.read_text(), study_summary(table, pd.read_csv(claims_csv)))
+    if len(argv) != 4:
+        raise SystemExit(
+            "usage: python -m quantinit.summary TABLE2_CSV CLAIMS_CSV SPLIT_CSV README.md"
+        )
+    table_csv, claims_csv, split_csv, readme = map(Path, argv)
+    table, split = read_table2_csv(table_csv), read_table2_csv(split_csv)
+    for path, frame, columns in ((table_csv, table, TABLE2_COLUMNS),
+                                 (split_csv, split, SPLIT_COLUMNS)):  # fmt: skip
+        if (
+            frame.empty
+            or not np.isin(["Network", "Status", *columns.values()], frame.columns).all()
+        ):
+            raise SystemExit(f"{path}: not a table of {list(columns.values())} with rows")
+    summary = study_summary(table, pd.read_csv(claims_csv), split)
+    text = replace_block(readme.read_text(), summary)
     with atomic_path(readme) as tmp:
         Path(tmp).write_text(text)
     print(f"rewrote the study summary in {readme}")
