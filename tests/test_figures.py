@@ -365,6 +365,7 @@ def test_sensitivity_figure_stacks_range_error_and_drop(tmp_path, layerwise):
             weight_rmse_over_scale=[0.29] * 5,
             sqnr_local_db=[40, 35, np.inf, 30, 20],
             sqnr_accumulated_db=[40, 30, 25, 20, 10],
+            tflite_sqnr_db=[45, 44, 43, 42, 41],
         )  # fmt: skip
         + _layer_rows(
             *HE,
@@ -375,6 +376,7 @@ def test_sensitivity_figure_stacks_range_error_and_drop(tmp_path, layerwise):
             weight_rmse_over_scale=[0.29] * 5,
             sqnr_local_db=[42, 37, np.inf, 32, 22],
             sqnr_accumulated_db=[38, 28, 23, 18, 8],
+            tflite_sqnr_db=[47, 46, 45, 44, 43],
         )  # fmt: skip
     )
     drops = pd.DataFrame(
@@ -393,7 +395,8 @@ def test_sensitivity_figure_stacks_range_error_and_drop(tmp_path, layerwise):
     local = _line(sqnr_axis, "sqnr_local_db").get_ydata()
     np.testing.assert_allclose(local, [41, 36, np.nan, 31, 21])  # no error: not on the line
     infinite = _line(sqnr_axis, "sqnr_local_db|inf")
-    assert list(infinite.get_xdata()) == [2] and infinite.get_ydata()[0] == 41 + 5  # at the top
+    assert list(infinite.get_xdata()) == [2] and infinite.get_ydata()[0] == 46 + 5  # at the top
+    np.testing.assert_allclose(_line(sqnr_axis, "tflite_sqnr_db").get_ydata(), [46, 45, 44, 43, 42])
     np.testing.assert_allclose(
         _line(sqnr_axis, "sqnr_accumulated_db").get_ydata(), [39, 29, 24, 19, 9]
     )
@@ -402,3 +405,6 @@ def test_sensitivity_figure_stacks_range_error_and_drop(tmp_path, layerwise):
     assert _tick_labels(drop_axis) == NAMES
     with pytest.raises(ValueError, match="DWS_Conv_No_BN_GlorotUni"):
         sensitivity_figure(layerwise, errors, drops, *NO_BN, paths)
+    no_tflite = sensitivity_figure(layerwise, errors.assign(tflite_sqnr_db=np.nan), drops, *HE,
+                                   paths)  # fmt: skip
+    assert "tflite_sqnr_db" not in [ln.get_gid() for ln in no_tflite.axes[2].lines]

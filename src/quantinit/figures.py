@@ -803,7 +803,8 @@ def sensitivity_figure(
 
     The clipped activation range (log); rmse / step of each layer's output tensor and of its
     kernel (0.289 = pure rounding noise); the SQNR (dB) of each layer's output, local (only
-    that layer quantized) and accumulated (the whole network); the accuracy lost when only
+    that layer quantized), accumulated (the whole network) and of the deployed TFLite int8
+    model (where there is one), all against the float network; the accuracy lost when only
     that layer is quantized (bars), so a reader sees whether the widest range is the layer
     that hurts. Means over seeds at each seed's last analysed epoch; an infinite SQNR (no
     error) is drawn at the panel's top as a hollow marker.
@@ -816,7 +817,8 @@ def sensitivity_figure(
             "weight_rmse_over_scale",
             "sqnr_local_db",
             "sqnr_accumulated_db",
-        ],  # fmt: skip
+            "tflite_sqnr_db",
+        ],
         "sensitivity": ["only_drop"],
     }
     means = []
@@ -844,13 +846,16 @@ def sensitivity_figure(
     axes[1].set_ylabel("rmse / step")
     axes[1].set_title("Quantization error per layer (in quantization steps)")
     axes[1].legend(loc="upper right")
-    sqnr = profile[["sqnr_local_db", "sqnr_accumulated_db"]].to_numpy(float)
+    sqnr = profile[["sqnr_local_db", "sqnr_accumulated_db", "tflite_sqnr_db"]].to_numpy(float)
     finite = sqnr[np.isfinite(sqnr)]
     top = float(finite.max()) + 5 if finite.size else 60.0
     sqnr_lines = {
         "sqnr_local_db": ("o-", "local (only this layer)"),
         "sqnr_accumulated_db": ("s--", "accumulated (whole network)"),
+        "tflite_sqnr_db": ("^:", "TFLite int8 model (deployed)"),
     }
+    if profile["tflite_sqnr_db"].isna().all():  # no TFLite model, or LiteRT refused it
+        del sqnr_lines["tflite_sqnr_db"]
     for column, (style, label) in sqnr_lines.items():
         values = profile[column].to_numpy(float)
         drawn = np.where(np.isfinite(values), values, np.nan)
