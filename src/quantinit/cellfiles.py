@@ -278,11 +278,11 @@ def load_weights(path):
 def load_folded(path) -> dict:
     """{kernel layer: {"kernel", "bias"}} of the BN-folded weights save_weights wrote (what
     analysis.folded_model takes)."""
-    layers, _, kernels = load_weights(path)
     with np.load(path) as stored:
+        names = [layer["name"] for layer in json.loads(str(stored["layers"]))]
         return {
-            layer.name: {"kernel": kernels[layer.name], "bias": stored[f"{layer.name}/folded_bias"]}
-            for layer in layers
+            name: {"kernel": stored[f"{name}/folded_kernel"], "bias": stored[f"{name}/folded_bias"]}
+            for name in names
         }
 
 

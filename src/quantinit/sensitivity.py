@@ -353,11 +353,12 @@ def sqnr_table(
         )
     modes = ["local", "accumulated"] + (["tflite", "tflite_vs_simulated"] if tflite else [])
     tflite_error = None
-    signal = {(mode, name): 0.0 for mode in modes for name in layers}
+    # every mode's signal is the float network's tensor but tflite_vs_simulated's
+    signal_of = dict.fromkeys(modes, "float") | {"tflite_vs_simulated": "simulated"}
+    signal = {(source, name): 0.0 for source in ("float", "simulated") for name in layers}
     noise = {(mode, name): 0.0 for mode in modes for name in layers}
 
     def add(mode, name, x_q, x):
-        signal[mode, name] += float(np.sum(np.square(x, dtype=np.float64)))
         noise[mode, name] += float(np.sum(np.square(x_q.astype(np.float64) - x)))
 
     for batch in _batches(images, batch_size):
@@ -373,6 +374,8 @@ def sqnr_table(
                 tflite, tflite_error = None, f"LiteRT could not run the int8 model: {error}"
                 modes = ["local", "accumulated"]
         for name in layers:
+            signal["float", name] += float(np.sum(np.square(reference[name], dtype=np.float64)))
+            signal["simulated", name] += float(np.sum(np.square(simulated[name], dtype=np.float64)))
             add("accumulated", name, simulated[name], reference[name])
             if tflite:
                 add("tflite", name, deployed[name], reference[name])
@@ -390,7 +393,10 @@ def sqnr_table(
         [
             {"layer": name}
             | {column: np.nan for column in columns.values()}  # tflite's: NaN without one
-            | {columns[mode]: sqnr_db(signal[mode, name], noise[mode, name]) for mode in modes}
+            | {
+                columns[mode]: sqnr_db(signal[signal_of[mode], name], noise[mode, name])
+                for mode in modes
+            }
             | {"tflite_error": tflite_error}
             for name in layers
         ]
