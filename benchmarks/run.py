@@ -354,7 +354,7 @@ def worker_evaluate(spec: dict) -> dict:
     elif backend == "quint8":  # what rules calibrate, quantize and evaluate do, defaults
         from quantinit.analysis import build_quantized_model, folded_model
         from quantinit.calibration import calibrate
-        from quantinit.cellfiles import load_folded, load_weights
+        from quantinit.layerfiles import load_folded, load_weights
         from quantinit.tables import quantize, quantized_activation_bounds, tensor_kinds
 
         defaults = schema_defaults()

@@ -19,7 +19,7 @@ from quantinit.analysis import (
     layer_weights,
     quantized_tensors,
 )
-from quantinit.cellfiles import load_folded, load_layers, save_layers, save_weights
+from quantinit.layerfiles import load_folded, load_layers, save_layers, save_weights
 from quantinit.models import build_model, weighted_layers
 from quantinit.quantization import fake_quant_reference
 from quantinit.registry import ARCHITECTURES

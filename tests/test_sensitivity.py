@@ -16,6 +16,7 @@ from quantinit.analysis import (
 )
 from quantinit.models import build_model
 from quantinit.quantization import fake_quant_reference
+from quantinit.schemes import no_tflite_reason
 from quantinit.sensitivity import (
     UNIFORM_ROUNDING_RMSE,
     ErrorAccumulator,
@@ -292,11 +293,13 @@ def test_sensitivity_says_why_the_tflite_columns_are_empty():
     model, x = two_layer_model(), images(40, seed=6)
     quantization = quantize_table(model, BOUNDS)
     layers = kernel_layers(model)
-    for tflite_model, reason in ((b"", "evaluation.tflite is off"),
+    four_bits = PER_TENSOR | {"bits": 4, "calibration": "percentile", "percentile": 1.0}
+    for tflite_model, reason in ((b"", no_tflite_reason(four_bits)),
                                  (b"not a flatbuffer", "LiteRT could not run")):  # fmt: skip
         errors, _, _ = measure_sensitivity(
-            model, layers, quantization, PER_TENSOR, x, np.zeros(40, int), 1e-7, tflite_model
-        )
+            model, layers, quantization, PER_TENSOR, x, np.zeros(40, int), 1e-7, tflite_model,
+            no_tflite=no_tflite_reason(four_bits),
+        )  # fmt: skip
         assert errors["tflite_sqnr_db"].isna().all()
         assert all(reason in text for text in errors["tflite_error"]), errors["tflite_error"]
         assert np.isfinite(errors["sqnr_accumulated_db"]).all()

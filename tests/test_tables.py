@@ -8,13 +8,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from quantinit.cellfiles import (
-    arrow_schema,
-    load_weights,
-    save_weights,
-    schema_markdown,
-    write_table,
-)
+from quantinit.cellfiles import arrow_schema, schema_markdown, write_table
+from quantinit.layerfiles import load_weights, save_weights
 from quantinit.sampling import calibration_indices
 from quantinit.tables import (
     activation_row,

@@ -35,6 +35,17 @@ SPLIT_COLUMNS = {
     "weight_only_qce": "W-only QCE",
     "activation_only_qce": "A-only QCE",
 }
+# metrics.parquet column -> schemes column: each scheme's simulated model ("quint8_*"
+# columns hold the row's scheme's model, whatever its bits), its two halves and TFLite
+SCHEME_COLUMNS = {
+    "fp32_accuracy": "FP32 Accuracy",
+    "quint8_accuracy": "Quantized Accuracy",
+    "percent_accuracy_decrease": "Percent Accuracy Decrease",
+    "quint8_minus_fp32": "Quantized - FP32",
+    "weight_only_accuracy": "W-only Accuracy",
+    "activation_only_accuracy": "A-only Accuracy",
+    "tflite_int8_accuracy": "TFLite INT8 Accuracy",
+}
 TFLITE_ERROR = "TFLite error"
 # Where the intervals come from: one seed's bootstrap over test images, or seeds
 INTERVAL_IMAGES = "bootstrap over test images"
@@ -120,6 +131,20 @@ def summarize_cells(
     return table.reset_index(drop=True)
 
 
+def _summarize_with_tflite_errors(
+    last: pd.DataFrame, columns: dict, confidence: float
+) -> pd.DataFrame:
+    """summarize_cells, and TFLITE_ERROR: why LiteRT could not run a cell's int8 model (its
+    seeds' distinct reasons; "" where it ran)."""
+    table = summarize_cells(last, columns, confidence)
+    if not table.empty and "tflite_error" in last:
+        errors = last.dropna(subset=["tflite_error"]).groupby(["arch", "init"])["tflite_error"]
+        reasons = errors.agg(lambda texts: "; ".join(dict.fromkeys(texts)))
+        keys = pd.MultiIndex.from_frame(table[["arch", "init"]])
+        table[TFLITE_ERROR] = reasons.reindex(keys).fillna("").to_numpy()
+    return table
+
+
 def table2(
     metrics: pd.DataFrame, include_failed: bool = True, confidence: float = 0.95
 ) -> pd.DataFrame:
@@ -128,13 +153,7 @@ def table2(
     not run a cell's int8 model ("" where it ran). Cells whose every seed diverged or did not
     learn are kept with their status unless include_failed is False (the paper omitted them).
     """
-    last = final_epoch(metrics)
-    table = summarize_cells(last, TABLE2_COLUMNS, confidence)
-    if not table.empty and "tflite_error" in last:
-        errors = last.dropna(subset=["tflite_error"]).groupby(["arch", "init"])["tflite_error"]
-        reasons = errors.agg(lambda texts: "; ".join(dict.fromkeys(texts)))
-        keys = pd.MultiIndex.from_frame(table[["arch", "init"]])
-        table[TFLITE_ERROR] = reasons.reindex(keys).fillna("").to_numpy()
+    table = _summarize_with_tflite_errors(final_epoch(metrics), TABLE2_COLUMNS, confidence)
     if not table.empty and not include_failed:
         table = table[table["Status"] == STATUS_OK].reset_index(drop=True)
     return table
@@ -145,6 +164,92 @@ def quantization_split(metrics: pd.DataFrame, confidence: float = 0.95) -> pd.Da
     analysed epoch over SPLIT_COLUMNS (fp32, full quint8, weight-only and activation-only
     accuracy and QCE, each with its interval)."""
     return summarize_cells(final_epoch(metrics), SPLIT_COLUMNS, confidence)
+
+
+def schemes_table(
+    metrics: pd.DataFrame, schemes: list[dict], confidence: float = 0.95
+) -> pd.DataFrame:
+    """Every cell in every quantization scheme: summarize_cells of each seed's last analysed
+    epoch over SCHEME_COLUMNS, per scheme (metrics' `scheme` column), with columns Scheme and
+    Settings (quantinit.schemes.describe); schemes in the given order (config order), cells
+    in Table 2's. A scheme without rows in `metrics` is an error (its jobs did not run)."""
+    from quantinit.schemes import describe
+
+    parts = []
+    for scheme in schemes:
+        rows = metrics[metrics["scheme"] == scheme["name"]]
+        if rows.empty:
+            raise ValueError(
+                f"no metrics of scheme {scheme['name']!r}; the metrics hold "
+                f"{sorted(metrics['scheme'].unique())}"
+            )
+        table = _summarize_with_tflite_errors(final_epoch(rows), SCHEME_COLUMNS, confidence)
+        table.insert(0, "Scheme", scheme["name"])
+        table.insert(1, "Settings", describe(scheme))
+        parts.append(table)
+    return pd.concat(parts, ignore_index=True)
+
+
+RANKED_BY = "Percent Accuracy Decrease"
+
+
+def ranking_agreement(table: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Whether the initializers rank alike under each scheme and under `reference`: per
+    architecture and other scheme, Kendall's tau-b (scipy.stats.kendalltau) between the two
+    schemes' percent accuracy decreases over the initializers trained in both (Status ok;
+    not-learning and diverged cells are left out), and each scheme's best initializer (the
+    smallest decrease). Tau is NaN with fewer than three initializers."""
+    from scipy.stats import kendalltau
+
+    ok = table[(table["Status"] == STATUS_OK) & table[RANKED_BY].notna()]
+    base = ok[ok["Scheme"] == reference].set_index(["arch", "init"])[RANKED_BY]
+    rows = []
+    for scheme in dict.fromkeys(table["Scheme"]):
+        if scheme == reference:
+            continue
+        other = ok[ok["Scheme"] == scheme].set_index(["arch", "init"])[RANKED_BY]
+        for arch in _ordered_archs(table):
+            pair = pd.concat([base, other], axis=1, keys=["reference", "other"]).dropna()
+            pair = pair[pair.index.get_level_values("arch") == arch]
+            tau = kendalltau(pair["reference"], pair["other"]).statistic if len(pair) > 2 else None
+            rows.append(
+                {
+                    "Architecture": arch,
+                    "Scheme": scheme,
+                    "Reference": reference,
+                    "Initializers": len(pair),
+                    "Kendall tau": np.nan if tau is None else float(tau),
+                    "Best (reference)": _best_init(pair["reference"]),
+                    "Best (scheme)": _best_init(pair["other"]),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _ordered_archs(table: pd.DataFrame) -> list[str]:
+    present = set(table["arch"])
+    return [arch for arch in ARCH_ORDER if arch in present]
+
+
+def _best_init(decreases: pd.Series) -> str:
+    return "" if decreases.empty else decreases.idxmin()[1]
+
+
+def schemes_markdown(table: pd.DataFrame, agreement: pd.DataFrame) -> str:
+    """The schemes table as Markdown (each value with its interval; one section per scheme)
+    and the ranking agreement below it."""
+    parts = []
+    for scheme, rows in table.groupby("Scheme", sort=False):
+        parts.append(f"## {scheme}: {rows['Settings'].iloc[0]}\n")
+        parts.append(table2_markdown(rows.reset_index(drop=True), SCHEME_COLUMNS))
+    if not agreement.empty:
+        parts.append(
+            "## Do the initializers rank alike?\n\nKendall's tau-b between the two schemes' "
+            "percent accuracy decreases over the initializers trained in both (1: the same "
+            "order; 0: unrelated; -1: reversed); best = the smallest decrease.\n"
+        )
+        parts.append(to_markdown(agreement, digits={"Kendall tau": 2}))
+    return "\n".join(parts)
 
 
 def read_paper_table2(path) -> pd.DataFrame:
@@ -235,9 +340,9 @@ def table2_markdown(table: pd.DataFrame, columns: dict | None = None) -> str:
                 table[title], table[f"{title} lo"], table[f"{title} hi"], strict=True
             )
         ]
-    if TFLITE_ERROR in table:  # the reason in place of a missing TFLite accuracy
-        title = TABLE2_COLUMNS["tflite_int8_accuracy"]
-        missing = (shown.get(title, "") == "") & (table[TFLITE_ERROR] != "")
+    title = TABLE2_COLUMNS["tflite_int8_accuracy"]
+    if TFLITE_ERROR in table and title in shown:  # the reason in place of a missing accuracy
+        missing = (shown[title] == "") & (table[TFLITE_ERROR] != "")
         shown.loc[missing, title] = "not run: " + table.loc[missing, TFLITE_ERROR]
     shown["n"] = table["n"]
     shown["Interval"] = table["Interval"]

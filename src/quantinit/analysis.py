@@ -110,7 +110,7 @@ def rebuild_model(model, transform):
 def fold_weights(specs: list[dict], weights: dict, layers=None) -> dict:
     """{kernel layer: {"kernel", "bias"}} with every BatchNorm folded in (Eq. 3), numpy only.
 
-    `specs` and `weights` as layer_specs / layer_weights give them (or cellfiles.load_layers
+    `specs` and `weights` as layer_specs / layer_weights give them (or layerfiles.load_layers
     reads them back); `layers` defaults to kernel_layers_of(specs).
     """
     epsilons = {spec["name"]: spec.get("epsilon") for spec in specs}

@@ -1,4 +1,5 @@
-"""The per-cell Parquet files: their schemas, and writing them; the kernels file (weights.npz).
+"""The per-cell Parquet files: their schemas, and writing them (the weight files, layers.npz
+and weights.npz, are quantinit.layerfiles').
 
 calibration.parquet:  one row per quantized tensor (its calibrated ranges).
 quantization.parquet: one row per quantized tensor (its quantization parameters).
@@ -10,9 +11,6 @@ Column meanings: docs/parquet-schemas.md (python -m quantinit.cellfiles writes i
 
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import pandas as pd
 
 from quantinit.intervals import PARTIAL_MODELS
@@ -22,6 +20,7 @@ KEYS = {
     "init": ("string", "initializer by the paper's name, e.g. HeUni"),
     "seed": ("int64", "training seed"),
     "epoch": ("int64", "analysed epoch (the cell's checkpoint)"),
+    "scheme": ("string", "quantization scheme, by its name in quantization.schemes"),
     "status": ("string", "training outcome: ok | diverged | not_learning"),
 }
 
@@ -91,6 +90,7 @@ SCHEMAS = {
                     for model in PARTIAL_MODELS
                     for metric in ("accuracy", "qce")
                 ),
+                "percent_accuracy_decrease",
             )
             for end, which in (("lo", "lower"), ("hi", "upper"))
         },  # fmt: skip
@@ -197,13 +197,22 @@ SCHEMAS = {
 }
 
 
+def scheme_cell(cell_json, scheme: str) -> dict:
+    """The exported cell.json's contents and the job's scheme: what write_table keys a
+    scheme's tables by."""
+    from quantinit.io import read_json
+
+    return {**read_json(cell_json), "scheme": scheme}
+
+
 def cell_keys(cell: dict) -> dict:
-    """The key columns every per-cell table carries, from the exported cell.json."""
+    """The key columns every per-cell table carries, from scheme_cell's dict."""
     return {
         "arch": cell["arch"],
         "init": cell["init"],
         "seed": int(cell["seed"]),
         "epoch": int(cell["epoch"]),
+        "scheme": cell["scheme"],
         "status": cell["status"],
     }
 
@@ -248,69 +257,6 @@ def placeholder_rows(names_and_kinds, name_column: str) -> pd.DataFrame:
     )
 
 
-def save_weights(path, layers, trained: dict, folded: dict) -> None:
-    """Write trained and BN-folded kernels (and folded biases) of every kernel layer.
-
-    `layers`: KernelLayer-like objects; stored as JSON so numpy-only stages can read them.
-    """
-    from quantinit.io import atomic_path
-
-    arrays = {"layers": np.array(json.dumps([dict(vars(layer)) for layer in layers]))}
-    for layer in layers:
-        arrays[f"{layer.name}/kernel"] = trained[layer.name]
-        arrays[f"{layer.name}/folded_kernel"] = folded[layer.name]["kernel"]
-        arrays[f"{layer.name}/folded_bias"] = folded[layer.name]["bias"]
-    with atomic_path(path) as tmp:
-        np.savez(tmp, **arrays)
-
-
-def load_weights(path):
-    """(layers as SimpleNamespace list, trained kernels, folded kernels) from save_weights."""
-    from types import SimpleNamespace
-
-    with np.load(path) as stored:
-        layers = [SimpleNamespace(**layer) for layer in json.loads(str(stored["layers"]))]
-        trained = {layer.name: stored[f"{layer.name}/kernel"] for layer in layers}
-        folded = {layer.name: stored[f"{layer.name}/folded_kernel"] for layer in layers}
-    return layers, trained, folded
-
-
-def load_folded(path) -> dict:
-    """{kernel layer: {"kernel", "bias"}} of the BN-folded weights save_weights wrote (what
-    analysis.folded_model takes)."""
-    with np.load(path) as stored:
-        names = [layer["name"] for layer in json.loads(str(stored["layers"]))]
-        return {
-            name: {"kernel": stored[f"{name}/folded_kernel"], "bias": stored[f"{name}/folded_bias"]}
-            for name in names
-        }
-
-
-def save_layers(path, specs: list[dict], weights: dict) -> None:
-    """A trained network for numpy-only stages: its layer specs (analysis.layer_specs, in
-    order, as JSON) and every layer's weights (analysis.layer_weights) as "<layer>/<i>"."""
-    from quantinit.io import atomic_path
-
-    arrays = {"specs": np.array(json.dumps(specs))}
-    for name, values in weights.items():
-        for i, value in enumerate(values):
-            arrays[f"{name}/{i}"] = value
-    with atomic_path(path) as tmp:
-        np.savez(tmp, **arrays)
-
-
-def load_layers(path) -> tuple[list[dict], dict]:
-    """(specs, {layer: [weights in Keras order]}) as save_layers wrote them."""
-    with np.load(path) as stored:
-        specs = json.loads(str(stored["specs"]))
-        weights: dict[str, list] = {}
-        for key in stored.files:
-            if key != "specs":
-                name, index = key.rsplit("/", 1)
-                weights.setdefault(name, {})[int(index)] = stored[key]
-    return specs, {name: [w[i] for i in sorted(w)] for name, w in weights.items()}
-
-
 def schema_markdown() -> str:
     """docs/parquet-schemas.md: every per-cell table's columns, types and meanings."""
     lines = [
@@ -318,8 +264,9 @@ def schema_markdown() -> str:
         "",
         "Generated from `quantinit.cellfiles.SCHEMAS` by `python -m quantinit.cellfiles`;",
         "the tests check files written by a real run against the same schemas. Each file",
-        "lives in `results/<arch>/<init>/seed<seed>/epoch<E>/`. A diverged cell's files keep",
-        "every column, with nulls where nothing could be measured.",
+        "lives in `results/<arch>/<init>/seed<seed>/epoch<E>/q/<scheme>/`, one folder per",
+        "quantization scheme. A diverged cell's files keep every column, with nulls where",
+        "nothing could be measured.",
         "",
         "Every Parquet file the workflow writes also carries, in its schema metadata under",
         "`quantinit_provenance`, a JSON object naming the code that wrote it:",

@@ -76,6 +76,19 @@ def study_schema_file(schema_file: Path = SCHEMA_FILE) -> Iterator[str]:
         yield str(path)
 
 
+def canonical(value):
+    """`value` with every mapping a plain dict, its keys sorted (lists keep their order).
+
+    Snakemake compares a job's params by their repr: without this, the same settings read
+    from config/config.yaml (OrderedDicts, in the file's order) and from a --configfile
+    written elsewhere (dicts, in another order) look changed and rerun finished jobs."""
+    if isinstance(value, Mapping):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return value
+
+
 class ConfigError(ValueError):
     """The config breaks constraints between keys; ``problems`` holds one line per problem."""
 
@@ -195,6 +208,46 @@ def _sample_problem(key: str, value: int, size: int, origin: str, fix: str) -> s
     )
 
 
+def _scheme_problems(quantization: Mapping) -> list[str]:
+    names = [scheme["name"] for scheme in quantization["schemes"]]
+    problems = [
+        f"quantization.schemes names {name!r} {names.count(name)} times: give each scheme "
+        "its own name (it is the scheme's folder in the paths)"
+        for name in dict.fromkeys(names)
+        if names.count(name) > 1
+    ]
+    if quantization["table2"] not in names:
+        problems.append(
+            f"quantization.table2 is {quantization['table2']!r}, which is not among "
+            f"quantization.schemes ({', '.join(names)}): set it to one of them"
+        )
+    return problems
+
+
+# Keys that moved, and where to: a config written for an older version gets told, not only
+# that a key is unexpected.
+MOVED_KEYS = {
+    ("calibration", "percentile"): "quantization.schemes[].percentile",
+    **{
+        ("quantization", key): f"quantization.schemes[].{key}"
+        for key in ("bits", "granularity", "symmetric", "calibration")
+    },
+}
+
+
+def check_moved_keys(config: Mapping) -> None:
+    """Raise :class:`ConfigError` naming each key of ``config`` that MOVED_KEYS lists, with
+    its new place; run before the schema validation, which would only call it unexpected."""
+    problems = [
+        f"{section}.{key} has moved to {target}: each named scheme sets it "
+        "(config/config.yaml shows the paper's quint8)"
+        for (section, key), target in MOVED_KEYS.items()
+        if isinstance(config.get(section), Mapping) and key in config[section]
+    ]
+    if problems:
+        raise ConfigError(problems)
+
+
 def check_config(config: Mapping) -> None:
     """Raise :class:`ConfigError` listing every cross-key constraint that ``config`` breaks.
 
@@ -202,7 +255,8 @@ def check_config(config: Mapping) -> None:
     Checked: data subsets against the source's size; calibration.num_samples and
     dynamics.probe_samples (when dynamics.enabled) against the training set's size;
     training.analyze_epochs against training.epochs; training.jit_compile against
-    training.deterministic; aggregate.dynamics_cells against dynamics.enabled.
+    training.deterministic; aggregate.dynamics_cells against dynamics.enabled;
+    quantization.schemes' names unique and quantization.table2 among them.
     sensitivity.num_images is not checked: more than the test set means all of it.
     """
     data = config.get("data", {})
@@ -252,6 +306,8 @@ def check_config(config: Mapping) -> None:
             "training.jit_compile: true needs training.deterministic: false (Keras does not "
             "compile with XLA under TensorFlow's op determinism): set one of them to false"
         )
+
+    problems += _scheme_problems(config["quantization"])
 
     dynamics_cells = config["aggregate"]["dynamics_cells"]
     if dynamics_cells and not dynamics["enabled"]:

@@ -22,6 +22,7 @@ def evaluate(
     intervals: dict,
     tflite_model: bytes = b"",
     tflite_threads: int | None = None,
+    no_tflite: str | None = None,
 ) -> tuple[dict, pd.DataFrame]:
     """(metrics row, per-image predictions) of the trained `model` (fp32), of the simulated
     quantized model built from the `folded` model and `quantization`, of the same with only
@@ -30,7 +31,8 @@ def evaluate(
     test images (`intervals`: confidence, resamples, seed; quantinit.intervals).
 
     LiteRT refuses some degenerate models (e.g. ranges of 1e17 next to all-zero ones in an
-    exploded network): the row then keeps its other metrics and says why in tflite_error.
+    exploded network): the row then keeps its other metrics and says why in tflite_error;
+    without a model tflite_error is `no_tflite` (quantinit.schemes.no_tflite_reason).
     """
     from quantinit.analysis import build_quantized_model
 
@@ -45,7 +47,7 @@ def evaluate(
         )
         for name in PARTIAL_MODELS
     }
-    p_tflite, tflite_error = None, None
+    p_tflite, tflite_error = None, None if tflite_model else no_tflite
     if tflite_model:
         from quantinit.tflite import run_tflite
 

@@ -6,6 +6,7 @@
 * ``degradation_heatmap``: architectures x initializers, e.g. percent accuracy decrease.
 * ``accuracy_vs_epoch``: fp32 vs quint8 test accuracy per cell (per analysed epoch if several),
   with Table 2's intervals.
+* ``schemes_figure``: percent accuracy decrease per cell, scheme x architecture panels.
 
 Inputs are pandas DataFrames holding many cells' rows (key columns arch, init, seed, epoch,
 status; see docs/parquet-schemas.md). A cell is named like the paper, ``cell_name(arch, init)``
@@ -787,6 +788,65 @@ def accuracy_vs_epoch(metrics: pd.DataFrame, paths: Any, confidence: float = 0.9
         f"fp32 (filled circles) vs simulated quint8 (hollow squares) test accuracy, {what}\n"
         + _join(_interval_note(summaries, confidence), seed_note),
         fontsize=11,
+    )
+    return _save(fig, paths)
+
+
+def schemes_figure(table: pd.DataFrame, paths: Any, confidence: float = 0.95):
+    """Percent accuracy decrease of every cell in every quantization scheme, as a grid:
+    one row of panels per scheme (the table's order), one column per architecture, x = the
+    initializers in Table 2's order, with each value's interval (aggregate.schemes_table:
+    one seed's bootstrap over test images, or t over seeds); one y scale for all panels.
+
+    Only trained cells (Status ok) are drawn as points: a not-learning model's "decrease" is
+    noise around chance and would set the scale. Other cells are named in place ("no learn",
+    "diverged"). Returns the (closed) Figure; data lines' gid ``"<scheme>|<cell>"``, the
+    status labels' ``"<scheme>|<cell>|<status>"``.
+    """
+    from quantinit.aggregate import RANKED_BY
+
+    plt = _pyplot()
+    _require(table, ["Scheme", "Settings", "arch", "init", "Status", "n", RANKED_BY], "schemes")
+    schemes = list(dict.fromkeys(table["Scheme"]))
+    archs = _ordered(table["arch"].astype(str), ARCH_ORDER)
+    inits = _ordered(table["init"].astype(str), INIT_ORDER)
+    fig, axes = plt.subplots(
+        len(schemes), len(archs), figsize=(3.2 * len(archs) + 1, 2.6 * len(schemes) + 1.2),
+        layout="constrained", squeeze=False, sharex=True, sharey=True,
+    )  # fmt: skip
+    for row, scheme in enumerate(schemes):
+        rows = table[table["Scheme"] == scheme]
+        for col, arch in enumerate(archs):
+            ax = axes[row, col]
+            for _, cell in rows[rows["arch"] == arch].iterrows():
+                init = str(cell["init"])
+                x = float(inits.index(init))
+                name = f"{scheme}|{cell_name(arch, init)}"
+                if cell["Status"] == STATUS_OK and pd.notna(cell[RANKED_BY]):
+                    _errorbar(
+                        ax, np.array([x]), cell.to_frame().T, RANKED_BY, name,
+                        color="tab:blue", marker="o", markersize=4, linestyle="none",
+                    )  # fmt: skip
+                else:
+                    status = str(cell["Status"])
+                    ax.text(
+                        x, 0.02, STATUS_TEXT.get(status, status.split(" ")[0]), rotation=90,
+                        ha="center", va="bottom", fontsize=6, color="0.45",
+                        transform=ax.get_xaxis_transform(), gid=f"{name}|{status}",
+                    )  # fmt: skip
+            ax.axhline(0, color="0.5", linewidth=0.8)
+            ax.grid(True, alpha=0.3)
+            if row == 0:
+                ax.set_title(arch, fontsize=9)
+            if col == 0:
+                settings = rows["Settings"].iloc[0]
+                ax.set_ylabel(f"{scheme}\n({settings})\ndecrease (% of fp32)", fontsize=8)
+            ax.set_xticks(range(len(inits)), inits, rotation=60, ha="right", fontsize=7)
+            ax.set_xlim(-0.6, len(inits) - 0.4)
+    fig.suptitle(
+        "Percent accuracy decrease fp32 → quantized, per scheme (rows) and architecture "
+        "(columns)\n" + _join(_interval_note(table, confidence), "only trained cells are drawn"),
+        fontsize=10,
     )
     return _save(fig, paths)
 

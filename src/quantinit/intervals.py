@@ -6,7 +6,9 @@ per-image term: accuracy of "correct" (in percent), QMSE of the image's mean squ
 probability difference, QCE of the image's cross-entropy, and the quint8 - fp32 accuracy
 difference of correct_quint8 - correct_fp32. A percentile bootstrap over images of that mean
 gives its interval; the difference's interval resamples images once for both models, so it
-is paired (the two models err on many of the same images, which narrows it).
+is paired (the two models err on many of the same images, which narrows it). The percent
+decrease, 100 (fp32 - quint8) / fp32, is a ratio of two such means: its interval comes from
+the same paired resampling with the ratio computed on each resample.
 """
 
 from __future__ import annotations
@@ -83,11 +85,46 @@ def bootstrap_interval(values, resamples: int, seed: int, confidence: float):
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
+def percent_decrease_interval(
+    fp32_correct, quint8_correct, resamples: int, seed: int, confidence: float
+):
+    """(lo, hi): the paired percentile bootstrap interval of 100 (mean(fp32) - mean(quint8))
+    / mean(fp32) over images (0/1 correctness per image); (nan, nan) when the fp32 model gets
+    no image right (the ratio is undefined)."""
+    from scipy.stats import bootstrap
+
+    fp32 = np.asarray(fp32_correct, dtype=np.float64)
+    quint8 = np.asarray(quint8_correct, dtype=np.float64)
+    if not fp32.any():
+        return np.nan, np.nan
+    if np.array_equal(fp32, quint8):
+        return 0.0, 0.0
+
+    def decrease(f, q, axis=-1):
+        f_mean = f.mean(axis=axis)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return 100.0 * (f_mean - q.mean(axis=axis)) / f_mean
+
+    result = bootstrap(
+        (fp32, quint8),
+        decrease,
+        paired=True,
+        vectorized=True,
+        n_resamples=resamples,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+        batch=max(1, 2_000_000 // len(fp32)),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
 def metric_intervals(predictions: pd.DataFrame, resamples: int, seed: int, confidence: float):
     """{<metric>_lo, <metric>_hi} for the accuracies (percent), quint8_minus_fp32 (points,
-    with its value), qmse and qce, and the partial models' accuracy and qce where the
-    predictions table has them. Each metric draws from its own seed stream (seed + 1000 k),
-    the partial models' last, so adding them leaves the others' intervals as they were."""
+    with its value), qmse and qce, the partial models' accuracy and qce where the
+    predictions table has them, and percent_accuracy_decrease. Each metric draws from its own
+    seed stream (seed + 1000 k), each added metric after the earlier ones, so adding one
+    leaves the others' intervals as they were."""
     terms = {
         metric: 100.0 * predictions[column].astype("float64")
         for metric, column in ACCURACY_TERMS.items()
@@ -106,6 +143,16 @@ def metric_intervals(predictions: pd.DataFrame, resamples: int, seed: int, confi
         if len(values):
             lo, hi = bootstrap_interval(values, resamples, seed + 1000 * stream, confidence)
         row[f"{metric}_lo"], row[f"{metric}_hi"] = lo, hi
+    stream = len(terms)
+    row["percent_accuracy_decrease_lo"], row["percent_accuracy_decrease_hi"] = (
+        percent_decrease_interval(
+            predictions["fp32_correct"],
+            predictions["quint8_correct"],
+            resamples,
+            seed + 1000 * stream,
+            confidence,
+        )
+    )
     return row
 
 

@@ -479,17 +479,19 @@ def measure_sensitivity(
     labels: np.ndarray,
     qce_epsilon: float,
     tflite_model: bytes = b"",
+    no_tflite: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
     """(per-layer quantization error with its SQNR, per-layer sensitivity with its rank, the
     three most sensitive layers) of the `folded` model on `images`: rule quant_sensitivity's
     stage. With `tflite_model` (the cell's int8 model) the error table also compares the
-    deployed model layer by layer (sqnr_table); where there is none, or LiteRT cannot run it,
-    those columns are empty and tflite_error says why."""
+    deployed model layer by layer (sqnr_table); where there is none (`no_tflite` says why:
+    quantinit.schemes.no_tflite_reason), or LiteRT cannot run it, those columns are empty
+    and tflite_error says why."""
     bounds = quantized_activation_bounds(quantization)
     tensor_errors = quantization_error_table(folded, bounds, scheme, images).set_index("tensor")
     weight_errors = weight_error_table(folded, scheme).set_index("layer")
     switchable = SwitchableQuantizedModel(folded, bounds, scheme)
-    tflite, tflite_error = None, "no TFLite model (evaluation.tflite is off)"
+    tflite, tflite_error = None, no_tflite or "no TFLite model"
     if tflite_model:
         from quantinit.tflite import TFLiteLayers
 

@@ -262,9 +262,9 @@ def _save_keras_atomic(model, path: Path) -> None:
 
 def save_snapshot(model, path: Path) -> None:
     """An analysed model: the Keras file `path` and, beside it, its layers for the numpy-only
-    stages (snapshot_layers_path; cellfiles.save_layers)."""
+    stages (snapshot_layers_path; layerfiles.save_layers)."""
     from quantinit.analysis import layer_specs, layer_weights
-    from quantinit.cellfiles import save_layers
+    from quantinit.layerfiles import save_layers
 
     save_layers(snapshot_layers_path(path), layer_specs(model), layer_weights(model))
     _save_keras_atomic(model, path)

@@ -1,7 +1,7 @@
 rule collect_study:
     input:
-        metrics=expand_cells(f"{EPOCH_DIR}/metrics.parquet"),
-        layerwise=expand_cells(f"{EPOCH_DIR}/layerwise.parquet"),
+        metrics=expand_cells(f"{Q_DIR}/metrics.parquet"),
+        layerwise=expand_cells(f"{Q_DIR}/layerwise.parquet"),
         dynamics=expand_cells(f"{TRAIN_DIR}/dynamics.parquet"),
     output:
         metrics=f"{STUDY}/metrics.parquet",
@@ -17,9 +17,61 @@ rule collect_study:
     params:
         code=code_version("collect_study.py"),
     message:
-        "collecting every cell's metrics, layerwise and dynamics tables"
+        "collecting every cell's metrics, layerwise (Table 2's scheme) and dynamics tables"
     script:
         "../scripts/collect_study.py"
+
+
+rule collect_schemes:
+    input:
+        unpack(every_scheme_tables),
+    output:
+        **{name: f"{STUDY}/schemes/{name}.parquet" for name in scheme_table_names()},
+    log:
+        f"{STUDY}/logs/collect_schemes.log",
+    conda:
+        "../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        code=code_version("collect_study.py"),
+    message:
+        "collecting every cell's tables in every quantization scheme"
+    script:
+        "../scripts/collect_study.py"
+
+
+rule schemes:
+    input:
+        metrics=f"{STUDY}/schemes/metrics.parquet",
+    output:
+        table=report(
+            f"{STUDY}/schemes.csv",
+            caption="../report/schemes.rst",
+            category="Tables",
+        ),
+        markdown=f"{STUDY}/schemes.md",
+        png=report(
+            f"{FIGURES}/schemes.png",
+            caption="../report/schemes_figure.rst",
+            category="Figures",
+        ),
+        pdf=f"{FIGURES}/schemes.pdf",
+    log:
+        f"{STUDY}/logs/schemes.log",
+    conda:
+        "../envs/analysis.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        code=code_version("schemes.py"),
+        schemes=list(SCHEMES.values()),
+        reference=TABLE2_SCHEME,
+        confidence=config["evaluation"]["intervals"]["confidence"],
+    script:
+        "../scripts/schemes.py"
 
 
 rule table2:
@@ -90,7 +142,7 @@ rule claims:
 rule figure2:
     input:
         layerwise=lambda wc: selected_cells(
-            "figure2_cells", f"{EPOCH_DIR}/layerwise.parquet"
+            "figure2_cells", f"{Q_DIR}/layerwise.parquet"
         ),
     output:
         png=report(
@@ -117,7 +169,7 @@ rule figure2:
 rule figure3:
     input:
         layerwise=lambda wc: selected_cells(
-            "figure3_cells", f"{EPOCH_DIR}/layerwise.parquet"
+            "figure3_cells", f"{Q_DIR}/layerwise.parquet"
         ),
     output:
         png=report(
@@ -221,8 +273,8 @@ rule accuracy_vs_epoch:
 
 rule collect_sensitivity:
     input:
-        quant_error=expand_cells(f"{EPOCH_DIR}/quant_error.parquet"),
-        sensitivity=expand_cells(f"{EPOCH_DIR}/sensitivity.parquet"),
+        quant_error=expand_cells(f"{Q_DIR}/quant_error.parquet"),
+        sensitivity=expand_cells(f"{Q_DIR}/sensitivity.parquet"),
     output:
         quant_error=f"{STUDY}/quant_error.parquet",
         sensitivity=f"{STUDY}/sensitivity.parquet",
@@ -236,7 +288,7 @@ rule collect_sensitivity:
     params:
         code=code_version("collect_study.py"),
     message:
-        "collecting every cell's quant_error and sensitivity tables"
+        "collecting every cell's quant_error and sensitivity tables (Table 2's scheme)"
     script:
         "../scripts/collect_study.py"
 

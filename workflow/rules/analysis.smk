@@ -26,11 +26,11 @@ rule calibrate:
         dataset=DATASET,
         cell=f"{EPOCH_DIR}/cell.json",
     output:
-        calibration=f"{EPOCH_DIR}/calibration.parquet",
+        calibration=f"{Q_DIR}/calibration.parquet",
     log:
-        f"{EPOCH_DIR}/logs/calibrate.log",
+        f"{Q_DIR}/logs/calibrate.log",
     benchmark:
-        f"{EPOCH_DIR}/benchmarks/calibrate.tsv"
+        f"{Q_DIR}/benchmarks/calibrate.tsv"
     conda:
         "../envs/tensorflow.yaml"
     threads: analysis_resource("threads")
@@ -40,8 +40,9 @@ rule calibrate:
         gpu=analysis_resource("gpu"),
     params:
         code=code_version("calibrate.py"),
-        calibration=config["calibration"],
-        bits=config["quantization"]["bits"],
+        num_samples=config["calibration"]["num_samples"],
+        percentile=scheme_percentile,
+        bits=scheme_bits,
     script:
         "../scripts/calibrate.py"
 
@@ -49,14 +50,14 @@ rule calibrate:
 rule quantize:
     input:
         weights=f"{EPOCH_DIR}/weights.npz",
-        calibration=f"{EPOCH_DIR}/calibration.parquet",
+        calibration=f"{Q_DIR}/calibration.parquet",
         cell=f"{EPOCH_DIR}/cell.json",
     output:
-        quantization=f"{EPOCH_DIR}/quantization.parquet",
+        quantization=f"{Q_DIR}/quantization.parquet",
     log:
-        f"{EPOCH_DIR}/logs/quantize.log",
+        f"{Q_DIR}/logs/quantize.log",
     benchmark:
-        f"{EPOCH_DIR}/benchmarks/quantize.tsv"
+        f"{Q_DIR}/benchmarks/quantize.tsv"
     conda:
         "../envs/analysis.yaml"
     resources:
@@ -64,7 +65,7 @@ rule quantize:
         runtime=10,
     params:
         code=code_version("quantize.py"),
-        quantization=config["quantization"],
+        scheme=scheme_settings,
     script:
         "../scripts/quantize.py"
 
@@ -73,17 +74,17 @@ rule evaluate:
     input:
         model=f"{EPOCH_DIR}/model.keras",
         weights=f"{EPOCH_DIR}/weights.npz",
-        quantization=f"{EPOCH_DIR}/quantization.parquet",
+        quantization=f"{Q_DIR}/quantization.parquet",
         dataset=DATASET,
         cell=f"{EPOCH_DIR}/cell.json",
     output:
-        metrics=f"{EPOCH_DIR}/metrics.parquet",
-        predictions=f"{EPOCH_DIR}/predictions.parquet",
-        tflite=f"{EPOCH_DIR}/model_int8.tflite",
+        metrics=f"{Q_DIR}/metrics.parquet",
+        predictions=f"{Q_DIR}/predictions.parquet",
+        tflite=f"{Q_DIR}/model_int8.tflite",
     log:
-        f"{EPOCH_DIR}/logs/evaluate.log",
+        f"{Q_DIR}/logs/evaluate.log",
     benchmark:
-        f"{EPOCH_DIR}/benchmarks/evaluate.tsv"
+        f"{Q_DIR}/benchmarks/evaluate.tsv"
     conda:
         "../envs/tensorflow.yaml"
     threads: analysis_resource("threads")
@@ -93,7 +94,7 @@ rule evaluate:
         gpu=analysis_resource("gpu"),
     params:
         code=code_version("evaluate.py"),
-        quantization=config["quantization"],
+        scheme=scheme_settings,
         evaluation=config["evaluation"],
         calibration_samples=config["calibration"]["num_samples"],
     script:
@@ -103,14 +104,14 @@ rule evaluate:
 rule layerwise:
     input:
         weights=f"{EPOCH_DIR}/weights.npz",
-        calibration=f"{EPOCH_DIR}/calibration.parquet",
+        calibration=f"{Q_DIR}/calibration.parquet",
         cell=f"{EPOCH_DIR}/cell.json",
     output:
-        layerwise=f"{EPOCH_DIR}/layerwise.parquet",
+        layerwise=f"{Q_DIR}/layerwise.parquet",
     log:
-        f"{EPOCH_DIR}/logs/layerwise.log",
+        f"{Q_DIR}/logs/layerwise.log",
     benchmark:
-        f"{EPOCH_DIR}/benchmarks/layerwise.tsv"
+        f"{Q_DIR}/benchmarks/layerwise.tsv"
     conda:
         "../envs/analysis.yaml"
     resources:
@@ -118,7 +119,7 @@ rule layerwise:
         runtime=10,
     params:
         code=code_version("layerwise.py"),
-        bits=config["quantization"]["bits"],
+        bits=scheme_bits,
     script:
         "../scripts/layerwise.py"
 
@@ -126,19 +127,19 @@ rule layerwise:
 rule quant_sensitivity:
     input:
         model=f"{EPOCH_DIR}/model.keras",
-        tflite=f"{EPOCH_DIR}/model_int8.tflite",
-        quantization=f"{EPOCH_DIR}/quantization.parquet",
+        tflite=f"{Q_DIR}/model_int8.tflite",
+        quantization=f"{Q_DIR}/quantization.parquet",
         weights=f"{EPOCH_DIR}/weights.npz",
         dataset=DATASET,
         cell=f"{EPOCH_DIR}/cell.json",
     output:
-        errors=f"{EPOCH_DIR}/quant_error.parquet",
-        sensitivity=f"{EPOCH_DIR}/sensitivity.parquet",
-        summary=f"{EPOCH_DIR}/sensitivity_summary.json",
+        errors=f"{Q_DIR}/quant_error.parquet",
+        sensitivity=f"{Q_DIR}/sensitivity.parquet",
+        summary=f"{Q_DIR}/sensitivity_summary.json",
     log:
-        f"{EPOCH_DIR}/logs/quant_sensitivity.log",
+        f"{Q_DIR}/logs/quant_sensitivity.log",
     benchmark:
-        f"{EPOCH_DIR}/benchmarks/quant_sensitivity.tsv"
+        f"{Q_DIR}/benchmarks/quant_sensitivity.tsv"
     conda:
         "../envs/tensorflow.yaml"
     threads: analysis_resource("threads")
@@ -148,7 +149,8 @@ rule quant_sensitivity:
         gpu=analysis_resource("gpu"),
     params:
         code=code_version("quant_sensitivity.py"),
-        quantization=config["quantization"],
+        scheme=scheme_settings,
+        tflite=config["evaluation"]["tflite"],
         num_images=config["sensitivity"]["num_images"],
         qce_epsilon=config["evaluation"]["qce_epsilon"],
     script:

@@ -19,17 +19,27 @@ LIBRARY = str(REPOSITORY / "src")
 # the rules' code hashes.
 if LIBRARY not in sys.path:
     sys.path.insert(0, LIBRARY)
-from quantinit.config_checks import ConfigError, check_config, study_schema_file
+from quantinit.config_checks import (
+    ConfigError,
+    canonical,
+    check_config,
+    check_moved_keys,
+    study_schema_file,
+)
 from quantinit.provenance import LibraryMismatch, check_installed_library, code_hashes
 from quantinit.registry import ARCHITECTURES, INITIALIZERS
+from quantinit.schemes import clipping_percentile
 
-# config/schema.yaml, with the registry's names and Table 1's settings filled in
-with study_schema_file(REPOSITORY / "config" / "schema.yaml") as schema:
-    validate(config, schema)
 try:
+    check_moved_keys(config)  # a key an older version had: say where it went
+    # config/schema.yaml, with the registry's names and Table 1's settings filled in
+    with study_schema_file(REPOSITORY / "config" / "schema.yaml") as schema:
+        validate(config, schema)
     check_config(config)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
+# plain dicts in one key order, whichever file a setting came from (config_checks.canonical)
+config.update(canonical(config))
 
 # Jobs import the library from their software environment: the one Snakemake runs in
 # (`make setup` installs the package into .venv), or with --sdm conda the env built from
@@ -58,6 +68,10 @@ ANALYZE_EPOCHS = sorted(set(config["training"]["analyze_epochs"] or [EPOCHS]))
 CELL = f"{RESULTS}/{{arch}}/{{init}}/seed{{seed}}"
 TRAIN_DIR = f"{CELL}/train"
 EPOCH_DIR = f"{CELL}/epoch{{epoch}}"
+# one quantization scheme's analysis of a checkpoint
+Q_DIR = f"{EPOCH_DIR}/q/{{scheme}}"
+SCHEMES = {scheme["name"]: scheme for scheme in config["quantization"]["schemes"]}
+TABLE2_SCHEME = config["quantization"]["table2"]
 DATASET = f"{RESULTS}/data/dataset.npz"
 STUDY = f"{RESULTS}/study"
 # shipped with the workflow, so found relative to it, not to the working directory
@@ -70,6 +84,7 @@ wildcard_constraints:
     init="|".join(INITIALIZERS),
     seed=r"\d+",
     epoch=r"\d+",
+    scheme="|".join(SCHEMES),
 
 
 def cells():
@@ -82,14 +97,47 @@ def cells():
     ]
 
 
-def expand_cells(pattern, **extra):
-    """`pattern` filled for every configured cell (and every analysed epoch if it has one)."""
+def expand_cells(pattern, schemes=(TABLE2_SCHEME,)):
+    """`pattern` filled for every configured cell, and every analysed epoch and each of
+    `schemes` (default: Table 2's) if it has them."""
     epochs = ANALYZE_EPOCHS if "{epoch}" in pattern else [None]
+    schemes = schemes if "{scheme}" in pattern else [None]
     return [
-        pattern.format(**cell, epoch=epoch, **extra)
+        pattern.format(**cell, epoch=epoch, scheme=scheme)
         for cell in cells()
         for epoch in epochs
+        for scheme in schemes
     ]
+
+
+def scheme_table_names():
+    """The per-cell tables collected in every scheme (study/schemes/<name>.parquet)."""
+    names = ["metrics", "layerwise"]
+    if config["sensitivity"]["enabled"]:
+        names += ["quant_error", "sensitivity"]
+    return names
+
+
+def every_scheme_tables(wildcards):
+    """{table: every cell's <table>.parquet in every scheme}, for collect_schemes."""
+    return {
+        name: expand_cells(f"{Q_DIR}/{name}.parquet", schemes=list(SCHEMES))
+        for name in scheme_table_names()
+    }
+
+
+def scheme_settings(wildcards):
+    """The job's quantization scheme, every setting filled (config quantization.schemes)."""
+    return SCHEMES[wildcards.scheme]
+
+
+def scheme_percentile(wildcards):
+    """The percentile at which the job's scheme clips activations (0 = min/max)."""
+    return clipping_percentile(SCHEMES[wildcards.scheme])
+
+
+def scheme_bits(wildcards):
+    return SCHEMES[wildcards.scheme]["bits"]
 
 
 def init_settings(wildcards):
@@ -118,9 +166,12 @@ def cell_pairs(key, section="aggregate"):
 
 
 def selected_cells(key, pattern):
-    """`pattern` for every seed and analysed epoch of the cells listed under aggregate.<key>."""
+    """`pattern` for every seed and analysed epoch of the cells listed under aggregate.<key>,
+    in Table 2's scheme."""
     return [
-        pattern.format(arch=arch, init=init, seed=seed, epoch=epoch)
+        pattern.format(
+            arch=arch, init=init, seed=seed, epoch=epoch, scheme=TABLE2_SCHEME
+        )
         for arch, init in cell_pairs(key)
         for seed in config["seeds"]
         for epoch in ANALYZE_EPOCHS
@@ -147,6 +198,8 @@ def study_outputs():
         f"{STUDY}/comparison.md",
         f"{STUDY}/quantization_split.md",
         f"{STUDY}/claims.md",
+        f"{STUDY}/schemes.md",
+        f"{FIGURES}/schemes.png",
         f"{FIGURES}/figure2_vanishing_act.png",
         f"{FIGURES}/figure3_layerwise.png",
         f"{FIGURES}/degradation_heatmap.png",
@@ -156,10 +209,15 @@ def study_outputs():
 
 
 def cell_files(wildcards, name):
-    """One cell's <name>.parquet for every configured seed and analysed epoch."""
+    """One cell's <name>.parquet for every configured seed and analysed epoch, in Table 2's
+    scheme."""
     return [
-        f"{EPOCH_DIR}/{name}.parquet".format(
-            arch=wildcards.arch, init=wildcards.init, seed=seed, epoch=epoch
+        f"{Q_DIR}/{name}.parquet".format(
+            arch=wildcards.arch,
+            init=wildcards.init,
+            seed=seed,
+            epoch=epoch,
+            scheme=TABLE2_SCHEME,
         )
         for seed in config["seeds"]
         for epoch in ANALYZE_EPOCHS

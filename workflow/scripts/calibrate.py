@@ -1,21 +1,23 @@
 """Rule calibrate: activation ranges of every quantized tensor of the BN-folded model on N
-training images. The job fails if the folded model does not compute what the trained model
-computes (analysis.check_folding)."""
+training images, clipped at the scheme's percentile (0 for min/max calibration). The job
+fails if the folded model does not compute what the trained model computes
+(analysis.check_folding)."""
 
 import numpy as np
 
-from quantinit.cellfiles import load_folded, load_weights, placeholder_rows, write_table
+from quantinit.cellfiles import placeholder_rows, scheme_cell, write_table
 from quantinit.data import load_dataset
-from quantinit.io import read_json, start_job
+from quantinit.io import start_job
+from quantinit.layerfiles import load_folded, load_weights
 from quantinit.registry import STATUS_DIVERGED
 from quantinit.sampling import calibration_indices
 from quantinit.tables import tensor_kinds
 
 start_job(snakemake)
-cell = read_json(snakemake.input.cell)
+cell = scheme_cell(snakemake.input.cell, snakemake.wildcards.scheme)
 layers, _, _ = load_weights(snakemake.input.weights)
 kinds = tensor_kinds(layers)
-settings = snakemake.params.calibration
+num_samples, percentile = snakemake.params.num_samples, snakemake.params.percentile
 
 if cell["status"] == STATUS_DIVERGED:
     print("cell diverged in training: no calibration, rows carry the status")
@@ -35,13 +37,11 @@ else:
     relative = check_folding(model, folded, probe)
     print(f"max |logits difference| after folding: {relative:.3g} of the logits' scale")
     dataset = load_dataset(snakemake.input.dataset)
-    indices = calibration_indices(len(dataset.x_train), settings["num_samples"], cell["seed"])
-    table = calibrate(
-        folded, dataset.x_train[indices], kinds, settings["percentile"], snakemake.params.bits
-    )
+    indices = calibration_indices(len(dataset.x_train), num_samples, cell["seed"])
+    table = calibrate(folded, dataset.x_train[indices], kinds, percentile, snakemake.params.bits)
     for row in table.itertuples():
         print(f"{row.tensor:>16}: min {row.min:.4g} max {row.max:.4g} "
               f"clipped [{row.clip_lo:.4g}, {row.clip_hi:.4g}]")  # fmt: skip
-table["num_samples"] = settings["num_samples"]
-table["percentile"] = settings["percentile"]
+table["num_samples"] = num_samples
+table["percentile"] = percentile
 write_table(table, "calibration", cell, snakemake.output.calibration)

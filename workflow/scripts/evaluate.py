@@ -1,18 +1,21 @@
-"""Rule evaluate: the full-integer TFLite model, then fp32, simulated quint8 and TFLite int8
-on the test set; QMSE, QCE, each with its bootstrap interval; the per-image predictions."""
+"""Rule evaluate: the full-integer TFLite model (with the scheme's weight granularity), then
+fp32, the scheme's simulated model (also weight-only and activation-only) and TFLite int8 on
+the test set; QMSE, QCE, each with its bootstrap interval; the per-image predictions."""
 
 from pathlib import Path
 
 import pandas as pd
 
-from quantinit.cellfiles import write_table
-from quantinit.io import atomic_path, read_json, start_job
+from quantinit.cellfiles import scheme_cell, write_table
+from quantinit.io import atomic_path, start_job
 from quantinit.registry import STATUS_DIVERGED
+from quantinit.schemes import no_tflite_reason
 
 start_job(snakemake)
-cell = read_json(snakemake.input.cell)
-settings = snakemake.params.evaluation
+cell = scheme_cell(snakemake.input.cell, snakemake.wildcards.scheme)
+settings, scheme = snakemake.params.evaluation, snakemake.params.scheme
 tflite_model = b""
+no_tflite = no_tflite_reason(scheme, settings["tflite"])
 
 if cell["status"] == STATUS_DIVERGED:
     print("cell diverged in training: metrics left empty")
@@ -24,26 +27,29 @@ else:
     import keras
 
     from quantinit.analysis import folded_model
-    from quantinit.cellfiles import load_folded
     from quantinit.data import load_dataset
     from quantinit.evaluation import evaluate
+    from quantinit.layerfiles import load_folded
     from quantinit.sampling import calibration_indices
     from quantinit.tflite import convert_full_integer
 
     dataset = load_dataset(snakemake.input.dataset)
     model = keras.models.load_model(snakemake.input.model)
     folded = folded_model(model, load_folded(snakemake.input.weights))
-    if settings["tflite"]:
+    if no_tflite:
+        print(no_tflite)
+    else:
         indices = calibration_indices(
             len(dataset.x_train), snakemake.params.calibration_samples, cell["seed"]
         )
-        tflite_model = convert_full_integer(folded, dataset.x_train[indices])
+        per_channel = scheme["granularity"] == "per_channel"
+        tflite_model = convert_full_integer(folded, dataset.x_train[indices], per_channel)
         print(f"TFLite full-integer model: {len(tflite_model)} bytes")
     row, predictions = evaluate(
         model,
         folded,
         pd.read_parquet(snakemake.input.quantization),
-        snakemake.params.quantization,
+        scheme,
         dataset.x_test,
         dataset.y_test,
         batch_size=settings["batch_size"],
@@ -51,6 +57,7 @@ else:
         intervals=settings["intervals"],
         tflite_model=tflite_model,
         tflite_threads=snakemake.threads,
+        no_tflite=no_tflite,
     )
     if row["tflite_error"]:
         print(f"LiteRT could not run the int8 model: {row['tflite_error']}")

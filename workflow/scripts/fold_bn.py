@@ -4,8 +4,8 @@ The folded network is checked where it first runs: calibrate fails its job if th
 model's logits differ from the trained model's (analysis.check_folding)."""
 
 from quantinit.analysis import fold_weights, kernel_layers_of
-from quantinit.cellfiles import load_layers, save_weights
 from quantinit.io import start_job
+from quantinit.layerfiles import load_layers, save_weights
 
 start_job(snakemake)
 specs, weights = load_layers(snakemake.input.layers)

@@ -2,13 +2,14 @@
 
 import pandas as pd
 
-from quantinit.cellfiles import load_weights, placeholder_rows, write_table
-from quantinit.io import read_json, start_job
+from quantinit.cellfiles import placeholder_rows, scheme_cell, write_table
+from quantinit.io import start_job
+from quantinit.layerfiles import load_weights
 from quantinit.registry import STATUS_DIVERGED
 from quantinit.tables import layerwise_table
 
 start_job(snakemake)
-cell = read_json(snakemake.input.cell)
+cell = scheme_cell(snakemake.input.cell, snakemake.wildcards.scheme)
 layers, trained, folded = load_weights(snakemake.input.weights)
 
 if cell["status"] == STATUS_DIVERGED:

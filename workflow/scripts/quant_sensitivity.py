@@ -4,12 +4,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from quantinit.cellfiles import load_folded, load_weights, placeholder_rows, write_table
-from quantinit.io import read_json, start_job, write_json
+from quantinit.cellfiles import placeholder_rows, scheme_cell, write_table
+from quantinit.io import start_job, write_json
+from quantinit.layerfiles import load_folded, load_weights
 from quantinit.registry import STATUS_DIVERGED
+from quantinit.schemes import no_tflite_reason
 
 start_job(snakemake)
-cell = read_json(snakemake.input.cell)
+cell = scheme_cell(snakemake.input.cell, snakemake.wildcards.scheme)
+scheme = snakemake.params.scheme
 layers, _, _ = load_weights(snakemake.input.weights)
 
 if cell["status"] == STATUS_DIVERGED:
@@ -36,11 +39,12 @@ else:
         ),
         layers,
         pd.read_parquet(snakemake.input.quantization),
-        snakemake.params.quantization,
+        scheme,
         dataset.x_test[indices],
         dataset.y_test[indices],
         qce_epsilon=snakemake.params.qce_epsilon,
         tflite_model=Path(snakemake.input.tflite).read_bytes(),
+        no_tflite=no_tflite_reason(scheme, snakemake.params.tflite),
     )
     summary = {"most_sensitive": most, "num_images": len(indices)}
     print(errors.to_string(max_cols=10))

@@ -1,16 +1,17 @@
 """Rule quantize: the quantization parameters of every weight and activation tensor (the
-simulated quint8 model's; numpy only)."""
+simulated quantized model's, in the job's scheme; numpy only)."""
 
 import pandas as pd
 
-from quantinit.cellfiles import load_weights, write_table
-from quantinit.io import read_json, start_job
+from quantinit.cellfiles import scheme_cell, write_table
+from quantinit.io import start_job
+from quantinit.layerfiles import load_weights
 from quantinit.registry import STATUS_DIVERGED
 from quantinit.tables import quantize
 
 start_job(snakemake)
-cell = read_json(snakemake.input.cell)
-scheme = snakemake.params.quantization
+cell = scheme_cell(snakemake.input.cell, snakemake.wildcards.scheme)
+scheme = snakemake.params.scheme
 layers, _, folded = load_weights(snakemake.input.weights)
 
 if cell["status"] == STATUS_DIVERGED:
