@@ -50,6 +50,8 @@ ANALYSIS_STAGES = [
     "layerwise",
     "quant_sensitivity",
 ]
+# shared by every quantization scheme (under epoch<E>/); the others run per scheme
+SHARED_STAGES = {"export_checkpoint", "fold_bn"}
 ALL_STAGES = ["prepare_data", "train", *ANALYSIS_STAGES]
 TF_STAGES = {"train", "calibrate", "evaluate", "quant_sensitivity"}
 GROUPS = ["training", "stages", "workflow", "evaluation", "memory"]
@@ -355,16 +357,16 @@ def worker_evaluate(spec: dict) -> dict:
         from quantinit.analysis import build_quantized_model, folded_model
         from quantinit.calibration import calibrate
         from quantinit.layerfiles import load_folded, load_weights
+        from quantinit.schemes import clipping_percentile
         from quantinit.tables import quantize, quantized_activation_bounds, tensor_kinds
 
-        defaults = schema_defaults()
-        scheme, bits = defaults["quantization"], defaults["quantization"]["bits"]
+        scheme = schema_defaults()["quantization"]["schemes"][0]  # the paper's quint8
         model = keras.models.load_model(epoch_dir / "model.keras")
         folded = folded_model(model, load_folded(epoch_dir / "weights.npz"))
         layers, _, folded_kernels = load_weights(epoch_dir / "weights.npz")
         table, result["calibration_s"] = _timed(
             calibrate, folded, calibration_images(), tensor_kinds(layers),
-            defaults["calibration"]["percentile"], bits,
+            clipping_percentile(scheme), scheme["bits"],
         )  # fmt: skip
         quantization = quantize(folded_kernels, {x.name: x.kind for x in layers}, table, scheme)
         bounds = quantized_activation_bounds(quantization)
@@ -608,10 +610,14 @@ def cell_config(args) -> dict:
     return deep_update(config, overrides)
 
 
+# the scheme the benchmark's cell is analysed in: the default (the paper's quint8)
+SCHEME = "quint8"
+
+
 def cell_targets(args) -> list[str]:
     epoch_dir = f"results/{args.cell_arch}/{args.cell_init}/seed0/epoch{args.cell_epochs}"
     names = ["metrics", "layerwise", "quant_error", "sensitivity"]
-    return [f"{epoch_dir}/{name}.parquet" for name in names]
+    return [f"{epoch_dir}/q/{SCHEME}/{name}.parquet" for name in names]
 
 
 def snakemake_job_times(workdir: Path) -> dict[str, float]:
@@ -700,7 +706,12 @@ def bench_stages(args, rows: Rows, workdir: Path) -> dict:
     bench_files = {
         "prepare_data": workdir / "results" / "benchmarks" / "prepare_data.tsv",
         "train": cell / "train" / "benchmark.tsv",
-        **{s: epoch_dir / "benchmarks" / f"{s}.tsv" for s in ANALYSIS_STAGES},
+        **{
+            s: (epoch_dir if s in SHARED_STAGES else epoch_dir / "q" / SCHEME)
+            / "benchmarks"
+            / f"{s}.tsv"
+            for s in ANALYSIS_STAGES
+        },
     }
     stage_wall, stage_work = {}, {}
     for stage in ALL_STAGES:

@@ -55,7 +55,32 @@ def test_default_config_is_the_48_cell_study(tmp_path):
         ({"initializers": ["HeNormal"]}, ["HeNormal", "HeNorm", "RandUni_Large"]),
         ({"data": {"source": "imagenet"}}, ["imagenet", "image_folder", "synthetic"]),
         ({"initializer_settings": {"RandUni_Large": {"limt": 1}}}, ["limt"]),
-        ({"calibration": {"percentile": 60}}, ["60", "percentile"]),
+        (
+            {"quantization": {"schemes": [{"name": "q", "percentile": 60}], "table2": "q"}},
+            ["60", "percentile"],
+        ),
+        ({"quantization": {"schemes": [{"name": "q", "bits": 1}], "table2": "q"}}, ["1", "bits"]),
+        ({"quantization": {"schemes": [{"name": "q/8"}], "table2": "q/8"}}, ["q/8", "name"]),
+        (
+            {"quantization": {"schemes": [{"name": "q", "granularty": "per_channel"}]}},
+            ["granularty"],
+        ),
+        ({"quantization": {"schemes": []}}, ["schemes", "non-empty"]),
+        # keys an older version had: where they went
+        (
+            {"calibration": {"percentile": 2.0}},
+            ["calibration.percentile has moved to quantization.schemes[].percentile"],
+        ),
+        ({"quantization": {"bits": 4}}, ["quantization.bits has moved to quantization.schemes"]),
+        # a config may name a scheme only once, and Table 2's scheme must be one of them
+        (
+            {"quantization": {"schemes": [{"name": "q"}, {"name": "q", "bits": 4}], "table2": "q"}},
+            ["quantization.schemes names 'q' 2 times"],
+        ),
+        (
+            {"quantization": {"schemes": [{"name": "int4", "bits": 4}]}},
+            ["quantization.table2 is 'quint8'", "int4"],
+        ),
         ({"training": {"precision": "float16"}}, ["float16", "mixed_float16", "mixed_bfloat16"]),
         ({"aggregate": {"figure2_cells": []}}, ["figure2_cells", "non-empty"]),
     ],

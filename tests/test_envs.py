@@ -64,7 +64,7 @@ def test_conda_envs_install_the_package_and_run_the_rules(tmp_path):
     workdir = tmp_path / "run"
     workdir.mkdir()
     write_config(workdir, architectures=["DWS_Conv_With_BN"])
-    cell = "results/DWS_Conv_With_BN/HeUni/seed0/epoch1"
+    cell = "results/DWS_Conv_With_BN/HeUni/seed0/epoch1/q/quint8"
     env = {**os.environ, "PATH": f"{root / 'bin'}:{os.environ['PATH']}"}
     env["PYTHONPATH"] = str(tmp_path / "nowhere")  # the job must not need it
     ran = subprocess.run(

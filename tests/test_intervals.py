@@ -8,6 +8,7 @@ import pytest
 from quantinit.intervals import (
     bootstrap_interval,
     metric_intervals,
+    percent_decrease_interval,
     predictions_table,
     seed_interval,
 )
@@ -84,6 +85,45 @@ def test_the_difference_interval_is_paired():
     same = predictions_table(labels, probabilities(fp32_classes), probabilities(fp32_classes))
     row = metric_intervals(same, resamples=500, seed=0, confidence=0.95)
     assert (row["quint8_minus_fp32_lo"], row["quint8_minus_fp32_hi"]) == (0.0, 0.0)
+
+
+def test_percent_decrease_interval_is_the_paired_ratio_bootstrap():
+    """Against a paired bootstrap written here in numpy (its own draws: the two agree to
+    Monte-Carlo error) and the delta method's normal approximation."""
+    rng = np.random.default_rng(3)
+    fp32 = rng.random(10_000) < 0.30
+    quint8 = np.where(rng.random(10_000) < 0.9, fp32, rng.random(10_000) < 0.25)
+    lo, hi = percent_decrease_interval(fp32, quint8, resamples=4000, seed=0, confidence=0.95)
+    draws = rng.integers(0, len(fp32), (4000, len(fp32)))
+    f, q = fp32[draws].mean(axis=1), quint8[draws].mean(axis=1)
+    by_hand = np.percentile(100 * (f - q) / f, [2.5, 97.5])
+    assert (lo, hi) == (pytest.approx(by_hand[0], abs=0.25), pytest.approx(by_hand[1], abs=0.25))
+    # delta method: d = 100 (1 - Q/F), var(d) = 100^2 var(Q/F), per-image terms
+    mf, mq = fp32.mean(), quint8.mean()
+    ratio_terms = (quint8 - mq / mf * fp32) / mf
+    half = 1.959964 * 100 * ratio_terms.std(ddof=1) / math.sqrt(len(fp32))
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.1)
+    assert lo < 100 * (mf - mq) / mf < hi
+
+
+def test_percent_decrease_interval_edge_cases():
+    right = np.array([True, False] * 50)
+    assert percent_decrease_interval(right, right, 500, 0, 0.95) == (0.0, 0.0)
+    never = np.zeros(100, bool)
+    assert all(math.isnan(v) for v in percent_decrease_interval(never, right, 500, 0, 0.95))
+
+
+def test_metrics_carry_the_percent_decrease_interval_in_its_own_stream():
+    labels = np.arange(2000) % 10
+    fp32_classes = np.where(np.arange(2000) % 3 == 0, labels, (labels + 1) % 10)
+    quint8_classes = np.where(np.arange(2000) % 5 == 0, labels, fp32_classes)
+    table = predictions_table(labels, probabilities(fp32_classes), probabilities(quint8_classes))
+    row = metric_intervals(table, resamples=500, seed=7, confidence=0.9)
+    stream = 10  # after the three accuracies, the difference, QMSE, QCE and the partials'
+    expected = percent_decrease_interval(
+        table.fp32_correct, table.quint8_correct, 500, 7 + 1000 * stream, 0.9
+    )
+    assert (row["percent_accuracy_decrease_lo"], row["percent_accuracy_decrease_hi"]) == expected
 
 
 def test_seed_interval_is_student_t():

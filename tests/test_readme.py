@@ -12,7 +12,9 @@ from quantinit.workflow_tools import planned_jobs
 from conftest import REPO
 
 # What a placeholder in a README command stands for in this test.
-PLACEHOLDERS = {"<arch>": "DWS_Conv_With_BN", "<init>": "HeUni", "<s>": "0", "<E>": "4"}
+PLACEHOLDERS = {
+    "<arch>": "DWS_Conv_With_BN", "<init>": "HeUni", "<s>": "0", "<E>": "4", "<scheme>": "quint8"
+}  # fmt: skip
 
 
 def readme_commands():

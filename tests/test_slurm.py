@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 SCRIPT = REPO / "scripts" / "slurm-cluster.sh"
 PROFILE = REPO / "profiles" / "slurm"
 PARTITION = "debug"  # scripts/slurm-cluster.sh's partition
-CELL = "results/Regular_Conv_With_BN/HeUni/seed0/epoch1"
+CELL = "results/Regular_Conv_With_BN/HeUni/seed0/epoch1/q/quint8"
 SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+?)\)\.")
 
 

@@ -20,7 +20,10 @@ from quantinit.tables import (
 
 from conftest import REPO
 
-CELL = {"arch": "DWS_Conv_With_BN", "init": "HeUni", "seed": 3, "epoch": 7, "status": "ok"}
+CELL = {
+    "arch": "DWS_Conv_With_BN", "init": "HeUni", "seed": 3, "epoch": 7, "scheme": "quint8",
+    "status": "ok",
+}  # fmt: skip
 
 
 def test_calibration_draw_is_seeded_and_without_replacement():
@@ -119,7 +122,15 @@ def test_write_table_conforms_to_schema_with_missing_columns(tmp_path):
     assert stored.schema.equals(arrow_schema("metrics"), check_metadata=False)
     frame = stored.to_pandas()
     assert frame.loc[0, "fp32_accuracy"] == 50.0 and frame.loc[0, "seed"] == 3
-    assert pd.isna(frame.loc[0, "qce"])
+    assert pd.isna(frame.loc[0, "qce"]) and frame.loc[0, "scheme"] == "quint8"
+
+
+def test_write_table_names_missing_keys_and_writes_nothing(tmp_path):
+    path = tmp_path / "metrics.parquet"
+    without_scheme = {key: value for key, value in CELL.items() if key != "scheme"}
+    with pytest.raises(ValueError, match=r"\['scheme'\] missing"):
+        write_table(pd.DataFrame([{"fp32_accuracy": 50.0}]), "metrics", without_scheme, path)
+    assert not path.exists()
 
 
 def test_schema_document_is_current():

@@ -15,6 +15,7 @@ import pytest
 
 from quantinit.cellfiles import arrow_schema
 from quantinit.claims import VERDICTS
+from quantinit.tflite import tflite_tensor_details
 from quantinit.workflow_tools import deep_update, planned_jobs
 
 from conftest import REPO
@@ -31,10 +32,12 @@ ARCHS = ["Regular_Conv_With_BN", "Regular_Conv_No_BN", "DWS_Conv_With_BN", "DWS_
 
 
 DIVERGING = "results/Regular_Conv_No_BN/RandNorm_Large/seed0/epoch1"
+# its analysis in the default scheme, the paper's quint8
+DIVERGING_Q = f"{DIVERGING}/q/quint8"
 FIXTURE_SETTINGS = {"RandNorm_Large": {"stddev": 20.0}}
 # the study and the diverging cell, which is not in the configured lists (so not in `all`)
 EVERYTHING = ["all"] + [
-    f"{DIVERGING}/{name}.parquet" for name in ("metrics", "layerwise", "sensitivity")
+    f"{DIVERGING_Q}/{name}.parquet" for name in ("metrics", "layerwise", "sensitivity")
 ]
 
 
@@ -48,8 +51,13 @@ def tiny_study(tmp_path_factory):
     return workdir
 
 
-def cell_dir(workdir, arch, init="HeUni"):
+def epoch_dir(workdir, arch, init="HeUni"):
     return workdir / "results" / arch / init / "seed0" / "epoch1"
+
+
+def cell_dir(workdir, arch, init="HeUni", scheme="quint8"):
+    """A cell's analysis in one quantization scheme."""
+    return epoch_dir(workdir, arch, init) / "q" / scheme
 
 
 TABLES = [
@@ -63,7 +71,7 @@ def test_every_table_conforms_to_its_schema(tiny_study, table):
     for arch in ARCHS:
         stored = pq.read_table(cell_dir(tiny_study, arch) / f"{table}.parquet")
         assert stored.schema.equals(arrow_schema(table), check_metadata=False), arch
-    diverged = pq.read_table(tiny_study / DIVERGING / f"{table}.parquet")
+    diverged = pq.read_table(tiny_study / DIVERGING_Q / f"{table}.parquet")
     assert diverged.schema.equals(arrow_schema(table), check_metadata=False)
 
 
@@ -86,7 +94,7 @@ def test_predictions_are_what_the_metrics_average(tiny_study):
 def test_metrics_of_trained_cells(tiny_study):
     for arch in ARCHS:
         metrics = pd.read_parquet(cell_dir(tiny_study, arch) / "metrics.parquet").iloc[0]
-        history = pd.read_parquet(cell_dir(tiny_study, arch).parent / "train/history.parquet")
+        history = pd.read_parquet(epoch_dir(tiny_study, arch).parent / "train/history.parquet")
         # the same model on the same test images as training's last validation
         assert metrics.fp32_accuracy == pytest.approx(100 * history.val_accuracy.iloc[-1])
         assert 0 <= metrics.quint8_accuracy <= 100 and 0 <= metrics.tflite_int8_accuracy <= 100
@@ -97,9 +105,10 @@ def test_metrics_of_trained_cells(tiny_study):
 def test_diverged_cell_yields_rows_marked_diverged(tiny_study):
     status = json.loads((tiny_study / DIVERGING / "cell.json").read_text())["status"]
     assert status == "diverged"
-    metrics = pd.read_parquet(tiny_study / DIVERGING / "metrics.parquet")
+    metrics = pd.read_parquet(tiny_study / DIVERGING_Q / "metrics.parquet")
     assert list(metrics.status) == ["diverged"] and metrics.fp32_accuracy.isna().all()
-    layerwise = pd.read_parquet(tiny_study / DIVERGING / "layerwise.parquet")
+    assert list(metrics.scheme) == ["quint8"]
+    layerwise = pd.read_parquet(tiny_study / DIVERGING_Q / "layerwise.parquet")
     assert len(layerwise) == 9 and set(layerwise.status) == {"diverged"}
     assert layerwise.layer.iloc[0] == "conv1" and layerwise.weight_range.isna().all()
 
@@ -112,7 +121,9 @@ def test_layerwise_joins_calibration_and_dynamics(tiny_study):
     for row in layerwise.itertuples():
         assert row.activation_range == calibration.loc[row.activation, "clipped_range"]
     assert calibration.index[0] == "rescale" and len(calibration) == len(layerwise) + 1
-    dynamics = pd.read_parquet(cell.parent / "train/dynamics.parquet")
+    dynamics = pd.read_parquet(
+        epoch_dir(tiny_study, "DWS_Conv_With_BN").parent / "train/dynamics.parquet"
+    )
     assert sorted(dynamics.epoch.unique()) == [0, 1]
     assert list(dynamics[dynamics.epoch == 1].layer) == list(layerwise.layer)
 
@@ -180,6 +191,23 @@ def test_study_tables_and_figures(tiny_study):
         assert (study / "figures" / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
 
 
+def test_schemes_table_holds_every_cell_of_the_scheme(tiny_study):
+    study = tiny_study / "results" / "study"
+    table = pd.read_csv(study / "schemes.csv")
+    assert set(table.Scheme) == {"quint8"} and len(table) == len(ARCHS)
+    assert set(table.Settings) == {"8-bit per-tensor asymmetric, 1% clipping"}
+    for _, row in table.iterrows():
+        metrics = pd.read_parquet(cell_dir(tiny_study, row.arch) / "metrics.parquet").iloc[0]
+        assert row["Quantized Accuracy"] == pytest.approx(metrics.quint8_accuracy)
+        assert row["Percent Accuracy Decrease hi"] == pytest.approx(
+            metrics.percent_accuracy_decrease_hi, nan_ok=True
+        )
+    assert "## quint8: 8-bit per-tensor asymmetric" in (study / "schemes.md").read_text()
+    assert (study / "figures" / "schemes.png").stat().st_size > 10_000
+    collected = pd.read_parquet(study / "schemes" / "metrics.parquet")
+    assert list(collected.scheme) == ["quint8"] * len(ARCHS)
+
+
 def test_quant_error_and_sensitivity_join_layerwise(tiny_study):
     cell = cell_dir(tiny_study, "DWS_Conv_With_BN")
     layerwise = pd.read_parquet(cell / "layerwise.parquet")
@@ -200,7 +228,7 @@ def test_quant_error_and_sensitivity_join_layerwise(tiny_study):
     assert summary["most_sensitive"][0]["layer"] == first.layer
     most = pd.read_csv(tiny_study / "results/study/most_sensitive.csv").set_index("Network")
     assert most.loc["DWS_Conv_With_BN_HeUni", "Most sensitive layer"] == first.layer
-    diverged = pd.read_parquet(tiny_study / DIVERGING / "sensitivity.parquet")
+    diverged = pd.read_parquet(tiny_study / DIVERGING_Q / "sensitivity.parquet")
     assert set(diverged.status) == {"diverged"} and diverged.only_accuracy.isna().all()
 
 
@@ -225,7 +253,7 @@ def test_finished_study_has_nothing_to_do(tiny_study):
 
 
 def test_changing_one_initializer_setting_reruns_only_its_cells(tiny_study):
-    targets = ("all", f"{DIVERGING}/metrics.parquet")
+    targets = ("all", f"{DIVERGING_Q}/metrics.parquet")
     write_config(tiny_study, initializer_settings={"RandNorm_Large": {"stddev": 4.0}})
     jobs = planned_jobs(snakemake(tiny_study, "-n", *targets).stdout)
     assert jobs["train"] == 1 and jobs["evaluate"] == 1  # the RandNorm_Large cell, no HeUni one
@@ -250,7 +278,7 @@ def test_touching_the_data_file_reruns_every_cell(tiny_study):
 
 
 def test_deleting_one_intermediate_reruns_only_what_depends_on_it(tiny_study):
-    relative = "results/DWS_Conv_With_BN/HeUni/seed0/epoch1/calibration.parquet"
+    relative = "results/DWS_Conv_With_BN/HeUni/seed0/epoch1/q/quint8/calibration.parquet"
     calibration = tiny_study / relative
     kept = calibration.read_bytes()
     calibration.unlink()
@@ -272,7 +300,7 @@ def test_deleting_one_intermediate_reruns_only_what_depends_on_it(tiny_study):
 
 
 def test_single_cell_target_runs_only_that_cell(tiny_study):
-    target = "results/DWS_Conv_With_BN/GlorotUni/seed0/epoch1/metrics.parquet"
+    target = "results/DWS_Conv_With_BN/GlorotUni/seed0/epoch1/q/quint8/metrics.parquet"
     jobs = planned_jobs(snakemake(tiny_study, "-n", target).stdout)
     chain = ["train", "export_checkpoint", "fold_bn", "calibrate", "quantize", "evaluate"]
     assert jobs == dict.fromkeys(chain, 1)
@@ -303,10 +331,13 @@ def test_calibration_settings_rerun_the_analysis_not_training(tiny_study):
     targets = EVERYTHING
     try:
         write_config(
-            tiny_study, initializer_settings=FIXTURE_SETTINGS, calibration={"percentile": 2.0}
+            tiny_study,
+            initializer_settings=FIXTURE_SETTINGS,
+            quantization={"schemes": [{"name": "quint8", "percentile": 2.0}]},
         )
         jobs = planned_jobs(snakemake(tiny_study, "-n", *targets).stdout)
-        assert "train" not in jobs and jobs["calibrate"] == 5
+        assert not {"train", "export_checkpoint", "fold_bn"} & set(jobs)
+        assert jobs["calibrate"] == 5
         # the percentile of the dynamics recorded in training is training's own key
         write_config(
             tiny_study, initializer_settings=FIXTURE_SETTINGS, dynamics={"percentile": 2.0}
@@ -355,8 +386,12 @@ def test_a_library_change_reruns_the_stages_that_run_it(tiny_study, tmp_path):
     assert added.pop("quant_sensitivity") == 5
     assert not {"train", "export_checkpoint", "fold_bn", "calibrate", "quantize", "evaluate",
                 "layerwise", "prepare_data"} & set(added)  # fmt: skip
-    # what reads quant_sensitivity's outputs, and nothing else
-    assert set(added) - {"all"} == {"collect_sensitivity", "most_sensitive", "sensitivity_figure"}
+    # what reads quant_sensitivity's outputs, and nothing else (collect_schemes gathers
+    # every scheme's tables, the schemes table reads what it gathers)
+    assert set(added) - {"all"} == {
+        "collect_sensitivity", "most_sensitive", "sensitivity_figure", "collect_schemes",
+        "schemes",
+    }  # fmt: skip
 
 
 def test_forced_training_rerun_trains_from_scratch(tiny_study):
@@ -573,3 +608,63 @@ def test_image_folder_without_exactly_the_ten_classes_stops_before_training(tmp_
     assert expected in result.stdout + result.stderr  # on the console, not only in the log
     assert not (tmp_path / "results/data/dataset.npz").exists()
     assert not (tmp_path / "results/Regular_Conv_With_BN").exists()
+
+
+# a second scheme: 8-bit per-channel symmetric weights, activations from the plain min/max
+PER_CHANNEL = {
+    "name": "int8_per_channel",
+    "granularity": "per_channel",
+    "symmetric": True,
+    "calibration": "minmax",
+}
+
+
+def test_adding_a_scheme_runs_only_its_analysis(tiny_study):
+    """Over the finished study: the new scheme's per-cell jobs and what gathers every scheme
+    run; training, export, folding and every quint8 file and study table are left alone."""
+    results = tiny_study / "results"
+    kept = {
+        path: path.stat().st_mtime_ns
+        for path in [*results.rglob("q/quint8/*"), *(results / "study").glob("table2.*")]
+    }
+    two = {"schemes": [{"name": "quint8"}, PER_CHANNEL]}
+    write_config(tiny_study, initializer_settings=FIXTURE_SETTINGS, quantization=two)
+    try:
+        jobs = planned_jobs(snakemake(tiny_study, "-n", *EVERYTHING).stdout)
+        per_scheme = ["calibrate", "quantize", "evaluate", "layerwise", "quant_sensitivity"]
+        assert jobs == {**dict.fromkeys(per_scheme, 4), "collect_schemes": 1, "schemes": 1,
+                        "all": 1}  # fmt: skip
+        result = snakemake(tiny_study, *EVERYTHING)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert {path: path.stat().st_mtime_ns for path in kept} == kept
+
+        cell = cell_dir(tiny_study, "DWS_Conv_With_BN", scheme=PER_CHANNEL["name"])
+        calibration = pd.read_parquet(cell / "calibration.parquet")
+        assert (calibration.percentile == 0).all()  # min/max: nothing clipped
+        assert calibration.clip_lo.tolist() == calibration["min"].tolist()
+        assert calibration.clip_hi.tolist() == calibration["max"].tolist()
+        weights = pd.read_parquet(cell / "quantization.parquet").query("role == 'weight'")
+        assert weights.narrow_range.all() and all(len(q) > 1 for q in weights.qmin)
+        for scheme in ("quint8", PER_CHANNEL["name"]):
+            metrics = pd.read_parquet(cell_dir(tiny_study, "DWS_Conv_With_BN", scheme=scheme)
+                                      / "metrics.parquet").iloc[0]  # fmt: skip
+            assert metrics.scheme == scheme and pd.isna(metrics.tflite_error)
+        # the deployed model has the scheme's granularity: one scale per output channel
+        details = tflite_tensor_details((cell / "model_int8.tflite").read_bytes())
+        convs = [d for d in details if d["role"] == "weight" and d["op"] == "CONV_2D"]
+        assert convs and all(len(d["scales"]) > 1 for d in convs)
+
+        table = pd.read_csv(results / "study" / "schemes.csv")
+        assert list(dict.fromkeys(table.Scheme)) == ["quint8", PER_CHANNEL["name"]]
+        fp32 = table.pivot(index="Network", columns="Scheme", values="FP32 Accuracy")
+        assert (fp32["quint8"] == fp32[PER_CHANNEL["name"]]).all()  # the same trained models
+        assert (
+            "| DWS_Conv_With_BN | int8_per_channel | quint8 |"
+            in (results / "study" / "schemes.md").read_text()
+        )
+    finally:
+        write_config(tiny_study, initializer_settings=FIXTURE_SETTINGS)
+    # back to one scheme: only what gathers every scheme reruns
+    jobs = planned_jobs(snakemake(tiny_study, "-n", *EVERYTHING).stdout)
+    assert jobs == {"collect_schemes": 1, "schemes": 1, "all": 1}
+    assert snakemake(tiny_study, *EVERYTHING).returncode == 0

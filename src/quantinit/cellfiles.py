@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from quantinit.intervals import PARTIAL_MODELS
+from quantinit.intervals import INTERVAL_METRICS, PARTIAL_MODELS
 
 KEYS = {
     "arch": ("string", "architecture, e.g. DWS_Conv_With_BN"),
@@ -78,20 +78,7 @@ SCHEMAS = {
         "activation_only_qce": ("double", "QCE of the activation-only model against fp32"),
         **{
             f"{metric}_{end}": ("double", f"{which} end of {metric}'s bootstrap interval")
-            for metric in (
-                "fp32_accuracy",
-                "quint8_accuracy",
-                "tflite_int8_accuracy",
-                "quint8_minus_fp32",
-                "qmse",
-                "qce",
-                *(
-                    f"{model}_{metric}"
-                    for model in PARTIAL_MODELS
-                    for metric in ("accuracy", "qce")
-                ),
-                "percent_accuracy_decrease",
-            )
+            for metric in INTERVAL_METRICS
             for end, which in (("lo", "lower"), ("hi", "upper"))
         },  # fmt: skip
         "confidence": ("double", "confidence level of the intervals (evaluation.intervals)"),
@@ -207,6 +194,9 @@ def scheme_cell(cell_json, scheme: str) -> dict:
 
 def cell_keys(cell: dict) -> dict:
     """The key columns every per-cell table carries, from scheme_cell's dict."""
+    missing = [key for key in KEYS if key not in cell]
+    if missing:
+        raise ValueError(f"a cell's tables are keyed by {list(KEYS)}; {missing} missing")
     return {
         "arch": cell["arch"],
         "init": cell["init"],

@@ -25,6 +25,16 @@ ACCURACY_TERMS = {
     "quint8_accuracy": "quint8_correct",
     "tflite_int8_accuracy": "tflite_correct",
 }
+# Every metric with an interval, in the order of their seed streams (seed + 1000 k); a new
+# metric goes last, so the others' intervals stay as they were
+INTERVAL_METRICS = (
+    *ACCURACY_TERMS,
+    "quint8_minus_fp32",
+    "qmse",
+    "qce",
+    *(f"{model}_{metric}" for model in PARTIAL_MODELS for metric in ("accuracy", "qce")),
+    "percent_accuracy_decrease",
+)
 
 
 def _cross_entropy(p_fp32, p_other, qce_epsilon):
@@ -123,8 +133,7 @@ def metric_intervals(predictions: pd.DataFrame, resamples: int, seed: int, confi
     """{<metric>_lo, <metric>_hi} for the accuracies (percent), quint8_minus_fp32 (points,
     with its value), qmse and qce, the partial models' accuracy and qce where the
     predictions table has them, and percent_accuracy_decrease. Each metric draws from its own
-    seed stream (seed + 1000 k), each added metric after the earlier ones, so adding one
-    leaves the others' intervals as they were."""
+    seed stream (seed + 1000 k, k its place in INTERVAL_METRICS)."""
     terms = {
         metric: 100.0 * predictions[column].astype("float64")
         for metric, column in ACCURACY_TERMS.items()
@@ -137,21 +146,23 @@ def metric_intervals(predictions: pd.DataFrame, resamples: int, seed: int, confi
             terms[f"{name}_accuracy"] = 100.0 * predictions[f"{name}_correct"].astype("float64")
             terms[f"{name}_qce"] = predictions[f"{name}_cross_entropy"]
     row = {"quint8_minus_fp32": float(terms["quint8_minus_fp32"].mean())}
-    for stream, (metric, values) in enumerate(terms.items()):
+
+    def stream(metric):
+        return seed + 1000 * INTERVAL_METRICS.index(metric)
+
+    for metric, values in terms.items():
         values = values.dropna().to_numpy()
         lo = hi = np.nan
         if len(values):
-            lo, hi = bootstrap_interval(values, resamples, seed + 1000 * stream, confidence)
+            lo, hi = bootstrap_interval(values, resamples, stream(metric), confidence)
         row[f"{metric}_lo"], row[f"{metric}_hi"] = lo, hi
-    stream = len(terms)
-    row["percent_accuracy_decrease_lo"], row["percent_accuracy_decrease_hi"] = (
-        percent_decrease_interval(
-            predictions["fp32_correct"],
-            predictions["quint8_correct"],
-            resamples,
-            seed + 1000 * stream,
-            confidence,
-        )
+    metric = "percent_accuracy_decrease"
+    row[f"{metric}_lo"], row[f"{metric}_hi"] = percent_decrease_interval(
+        predictions["fp32_correct"],
+        predictions["quint8_correct"],
+        resamples,
+        stream(metric),
+        confidence,
     )
     return row
 
