@@ -108,6 +108,8 @@ def test_ranking_agreement_is_kendalls_tau_over_trained_cells(metrics):
     agreement = ranking_agreement(table, "quint8").set_index("Architecture")
     assert list(agreement.index) == ["DWS_Conv_No_BN", "DWS_Conv_With_BN", "Regular_Conv_With_BN"]
     assert agreement.loc["DWS_Conv_With_BN", "Kendall tau"] == pytest.approx(-1.0)
+    # exact null distribution of 5 untied items: P(tau = -1) = P(tau = 1) = 1 / 5!
+    assert agreement.loc["DWS_Conv_With_BN", "p"] == pytest.approx(2 / 120)
     decrease = table.set_index(["Scheme", "arch", "init"])["Percent Accuracy Decrease"]
     reference = [decrease["quint8", "Regular_Conv_With_BN", i] for i in INITS]
     other = [decrease["int4", "Regular_Conv_With_BN", i] for i in INITS]
@@ -129,7 +131,10 @@ def test_schemes_markdown_has_a_section_per_scheme_and_the_agreement(metrics):
     assert text.index("## quint8: 8-bit per-tensor") < text.index("## int4: 4-bit per-channel")
     assert "| DWS_Conv_With_BN_HeUni | 60.00 [59.00, 61.00] | 51.00 [50.00, 52.00] |" in text
     assert f"not run: {no_tflite_reason(INT4)}" in text
-    assert "| DWS_Conv_With_BN | int4 | quint8 | 5 | -1.00 | GlorotUni | RandNorm_Small |" in text
+    assert (
+        "| DWS_Conv_With_BN | int4 | quint8 | 5 | -1.00 | 0.017 | GlorotUni | RandNorm_Small |"
+        in text
+    )
 
 
 def test_schemes_figure_draws_trained_cells_with_intervals(tmp_path, metrics):

@@ -197,8 +197,9 @@ def ranking_agreement(table: pd.DataFrame, reference: str) -> pd.DataFrame:
     """Whether the initializers rank alike under each scheme and under `reference`: per
     architecture and other scheme, Kendall's tau-b (scipy.stats.kendalltau) between the two
     schemes' percent accuracy decreases over the initializers trained in both (Status ok;
-    not-learning and diverged cells are left out), and each scheme's best initializer (the
-    smallest decrease). Tau is NaN with fewer than three initializers."""
+    not-learning and diverged cells are left out), its two-sided p-value against unrelated
+    orders (it ignores the decreases' own intervals), and each scheme's best initializer
+    (the smallest decrease). Tau and p are NaN with fewer than three initializers."""
     from scipy.stats import kendalltau
 
     ok = table[(table["Status"] == STATUS_OK) & table[RANKED_BY].notna()]
@@ -211,14 +212,15 @@ def ranking_agreement(table: pd.DataFrame, reference: str) -> pd.DataFrame:
         for arch in _ordered_archs(table):
             pair = pd.concat([base, other], axis=1, keys=["reference", "other"]).dropna()
             pair = pair[pair.index.get_level_values("arch") == arch]
-            tau = kendalltau(pair["reference"], pair["other"]).statistic if len(pair) > 2 else None
+            tau = kendalltau(pair["reference"], pair["other"]) if len(pair) > 2 else None
             rows.append(
                 {
                     "Architecture": arch,
                     "Scheme": scheme,
                     "Reference": reference,
                     "Initializers": len(pair),
-                    "Kendall tau": np.nan if tau is None else float(tau),
+                    "Kendall tau": np.nan if tau is None else float(tau.statistic),
+                    "p": np.nan if tau is None else float(tau.pvalue),
                     "Best (reference)": _best_init(pair["reference"]),
                     "Best (scheme)": _best_init(pair["other"]),
                 }
@@ -246,9 +248,10 @@ def schemes_markdown(table: pd.DataFrame, agreement: pd.DataFrame) -> str:
         parts.append(
             "## Do the initializers rank alike?\n\nKendall's tau-b between the two schemes' "
             "percent accuracy decreases over the initializers trained in both (1: the same "
-            "order; 0: unrelated; -1: reversed); best = the smallest decrease.\n"
+            "order; 0: unrelated; -1: reversed), and its two-sided p-value against unrelated "
+            "orders; best = the smallest decrease.\n"
         )
-        parts.append(to_markdown(agreement, digits={"Kendall tau": 2}))
+        parts.append(to_markdown(agreement, digits={"Kendall tau": 2, "p": 3}))
     return "\n".join(parts)
 
 
