@@ -387,11 +387,11 @@ def test_a_library_change_reruns_the_stages_that_run_it(tiny_study, tmp_path):
     assert not {"train", "export_checkpoint", "fold_bn", "calibrate", "quantize", "evaluate",
                 "layerwise", "prepare_data"} & set(added)  # fmt: skip
     # what reads quant_sensitivity's outputs, and nothing else (collect_schemes gathers
-    # every scheme's tables, the schemes table reads what it gathers)
+    # every scheme's quant_error and sensitivity tables; the schemes table reads metrics)
     assert set(added) - {"all"} == {
         "collect_sensitivity", "most_sensitive", "sensitivity_figure", "collect_schemes",
-        "schemes",
     }  # fmt: skip
+    assert added["collect_schemes"] == 2
 
 
 def test_forced_training_rerun_trains_from_scratch(tiny_study):
@@ -632,7 +632,8 @@ def test_adding_a_scheme_runs_only_its_analysis(tiny_study):
     try:
         jobs = planned_jobs(snakemake(tiny_study, "-n", *EVERYTHING).stdout)
         per_scheme = ["calibrate", "quantize", "evaluate", "layerwise", "quant_sensitivity"]
-        assert jobs == {**dict.fromkeys(per_scheme, 4), "collect_schemes": 1, "schemes": 1,
+        # collect_schemes: one job per table (metrics, layerwise, quant_error, sensitivity)
+        assert jobs == {**dict.fromkeys(per_scheme, 4), "collect_schemes": 4, "schemes": 1,
                         "all": 1}  # fmt: skip
         result = snakemake(tiny_study, *EVERYTHING)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -666,5 +667,5 @@ def test_adding_a_scheme_runs_only_its_analysis(tiny_study):
         write_config(tiny_study, initializer_settings=FIXTURE_SETTINGS)
     # back to one scheme: only what gathers every scheme reruns
     jobs = planned_jobs(snakemake(tiny_study, "-n", *EVERYTHING).stdout)
-    assert jobs == {"collect_schemes": 1, "schemes": 1, "all": 1}
+    assert jobs == {"collect_schemes": 4, "schemes": 1, "all": 1}
     assert snakemake(tiny_study, *EVERYTHING).returncode == 0

@@ -24,11 +24,15 @@ rule collect_study:
 
 rule collect_schemes:
     input:
-        unpack(every_scheme_tables),
+        table=lambda wc: expand_cells(
+            f"{Q_DIR}/{wc.table}.parquet", schemes=list(SCHEMES)
+        ),
     output:
-        **{name: f"{STUDY}/schemes/{name}.parquet" for name in scheme_table_names()},
+        table=f"{STUDY}/schemes/{{table}}.parquet",
     log:
-        f"{STUDY}/logs/collect_schemes.log",
+        f"{STUDY}/logs/collect_schemes_{{table}}.log",
+    wildcard_constraints:
+        table="|".join(scheme_table_names()),
     conda:
         "../envs/analysis.yaml"
     resources:
@@ -37,7 +41,7 @@ rule collect_schemes:
     params:
         code=code_version("collect_study.py"),
     message:
-        "collecting every cell's tables in every quantization scheme"
+        "collecting every cell's {wildcards.table} table in every quantization scheme"
     script:
         "../scripts/collect_study.py"
 

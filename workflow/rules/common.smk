@@ -118,14 +118,6 @@ def scheme_table_names():
     return names
 
 
-def every_scheme_tables(wildcards):
-    """{table: every cell's <table>.parquet in every scheme}, for collect_schemes."""
-    return {
-        name: expand_cells(f"{Q_DIR}/{name}.parquet", schemes=list(SCHEMES))
-        for name in scheme_table_names()
-    }
-
-
 def scheme_settings(wildcards):
     """The job's quantization scheme, every setting filled (config quantization.schemes)."""
     return SCHEMES[wildcards.scheme]
@@ -200,6 +192,7 @@ def study_outputs():
         f"{STUDY}/claims.md",
         f"{STUDY}/schemes.md",
         f"{FIGURES}/schemes.png",
+        *(f"{STUDY}/schemes/{name}.parquet" for name in scheme_table_names()),
         f"{FIGURES}/figure2_vanishing_act.png",
         f"{FIGURES}/figure3_layerwise.png",
         f"{FIGURES}/degradation_heatmap.png",
