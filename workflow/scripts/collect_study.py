@@ -1,5 +1,4 @@
-"""Rules collect_study, collect_sensitivity, collect_schemes: concatenate every cell's per-cell
-tables."""
+"""Rules collect_study, collect_sensitivity: concatenate every cell's per-cell tables."""
 
 import pandas as pd
 
