@@ -209,9 +209,9 @@ def ranking_agreement(table: pd.DataFrame, reference: str) -> pd.DataFrame:
         if scheme == reference:
             continue
         other = ok[ok["Scheme"] == scheme].set_index(["arch", "init"])[RANKED_BY]
+        both = pd.concat([base, other], axis=1, keys=["reference", "other"]).dropna()
         for arch in _ordered_archs(table):
-            pair = pd.concat([base, other], axis=1, keys=["reference", "other"]).dropna()
-            pair = pair[pair.index.get_level_values("arch") == arch]
+            pair = both[both.index.get_level_values("arch") == arch]
             tau = kendalltau(pair["reference"], pair["other"]) if len(pair) > 2 else None
             rows.append(
                 {
