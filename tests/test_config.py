@@ -82,6 +82,40 @@ def test_default_config_is_the_48_cell_study(tmp_path):
             ["quantization.table2 is 'quint8'", "int4"],
         ),
         ({"training": {"precision": "float16"}}, ["float16", "mixed_float16", "mixed_bfloat16"]),
+        ({"training": {"optimizer": "rmsprop"}}, ["rmsprop", "sgd", "adam"]),
+        # a training variant: only overridable training keys, at least one of them
+        ({"variants": {"overrides": [{"name": "v", "dropout": 0.1}]}}, ["dropout", "unexpected"]),
+        ({"variants": {"overrides": [{"name": "v", "precision": "mixed_float16"}]}}, ["precision"]),
+        ({"variants": {"overrides": [{"name": "v"}]}}, ["enough properties"]),
+        ({"variants": {"overrides": [{"name": "v", "optimizer": "rmsprop"}]}}, ["rmsprop"]),
+        ({"variants": {"overrides": [{"name": "a/b", "epochs": 3}]}}, ["a/b", "name"]),
+        (
+            {"variants": {"overrides": [{"name": "wide", "width_multiplier": 2.0}]}},
+            [
+                "variant 'wide' sets width_multiplier",
+                "changes the network's layers",
+                "architecture",
+            ],
+        ),
+        (
+            {"variants": {"overrides": [{"name": "v", "epochs": 3}, {"name": "v", "epochs": 5}]}},
+            ["variants.overrides names 'v' 2 times"],
+        ),
+        (
+            {"variants": {"overrides": [{"name": "paper", "epochs": 3}]}},
+            ["variant named 'paper'", "variants.reference"],
+        ),
+        (
+            {"variants": {"overrides": [{"name": "a", "optimizer": "adam", "momentum": 0.5}]}},
+            ["variant 'a' sets momentum", "only the sgd optimizer"],
+        ),
+        (
+            {
+                "training": {"epochs": 5, "analyze_epochs": [5]},
+                "variants": {"overrides": [{"name": "short", "epochs": 3}]},
+            },
+            ["variant 'short' trains 3 epochs", "analyze_epochs [5]"],
+        ),
         ({"aggregate": {"figure2_cells": []}}, ["figure2_cells", "non-empty"]),
     ],
 )

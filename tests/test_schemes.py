@@ -10,12 +10,12 @@ import pytest
 
 from quantinit.aggregate import (
     SCHEME_COLUMNS,
+    axis_markdown,
     ranking_agreement,
-    schemes_markdown,
     schemes_table,
 )
 from quantinit.config_checks import canonical
-from quantinit.figures import schemes_figure
+from quantinit.figures import axis_figure
 from quantinit.schemes import clipping_percentile, describe, no_tflite_reason
 
 QUINT8 = {"name": "quint8", "bits": 8, "granularity": "per_tensor", "symmetric": False,
@@ -127,7 +127,7 @@ def test_ranking_agreement_is_kendalls_tau_over_trained_cells(metrics):
 
 def test_schemes_markdown_has_a_section_per_scheme_and_the_agreement(metrics):
     table = schemes_table(metrics, [QUINT8, INT4])
-    text = schemes_markdown(table, ranking_agreement(table, "quint8"))
+    text = axis_markdown(table, ranking_agreement(table, "quint8"))
     assert text.index("## quint8: 8-bit per-tensor") < text.index("## int4: 4-bit per-channel")
     assert "| DWS_Conv_With_BN_HeUni | 60.00 [59.00, 61.00] | 51.00 [50.00, 52.00] |" in text
     assert f"not run: {no_tflite_reason(INT4)}" in text
@@ -139,7 +139,7 @@ def test_schemes_markdown_has_a_section_per_scheme_and_the_agreement(metrics):
 
 def test_schemes_figure_draws_trained_cells_with_intervals(tmp_path, metrics):
     table = schemes_table(metrics, [QUINT8, INT4])
-    fig = schemes_figure(table, [tmp_path / "schemes.png", tmp_path / "schemes.pdf"])
+    fig = axis_figure(table, [tmp_path / "schemes.png", tmp_path / "schemes.pdf"])
     assert (tmp_path / "schemes.png").stat().st_size > 10_000
     assert (tmp_path / "schemes.pdf").read_bytes()[:4] == b"%PDF"
     axes = np.array(fig.axes).reshape(2, 3)  # schemes x architectures in Table 2's order

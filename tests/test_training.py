@@ -267,6 +267,70 @@ def test_augmenting_before_fit_equals_augmentation_layers_in_the_model(tmp_path)
         np.testing.assert_array_equal(a, b)
 
 
+ADAM_SMOOTHED = dict(
+    optimizer="adam", learning_rate=1e-3, label_smoothing=0.1,
+    augmentation={**AUGMENTATION, "enabled": False},
+)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_adam_label_smoothing_without_augmentation_is_keras_own(tmp_path):
+    """A variant's recipe (Adam, smoothed labels, no augmentation) trains as Keras' Adam on
+    the learning-rate schedule with CategoricalCrossentropy(label_smoothing) on the images as
+    they are, in the same order: bit-identical weights after an epoch."""
+    import keras
+
+    run(tmp_path, epochs=1, **ADAM_SMOOTHED)
+    x, y = separable_images(320, seed=0)
+    keras.utils.set_random_seed(0)
+    core = build_model("Regular_Conv_With_BN", "HeUni", 0, width_multiplier=0.25, bn_momentum=0.9)
+    schedule = make_lr_schedule(1e-3, [1], 0.1, steps_per_epoch=10)
+    smoothed = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)
+    core.compile(keras.optimizers.Adam(schedule), smoothed)
+    order = epoch_order(len(x), seed=0, epoch=0)
+    targets = np.eye(10, dtype=np.float32)[y[order]]
+    core.fit(x[order].astype(np.float32), targets, batch_size=32, shuffle=False, verbose=0)
+    for a, b in zip(snapshot_weights(tmp_path, 1), core.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_adam_variant_resume_is_bit_identical(tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    result = run(straight, epochs=2, **ADAM_SMOOTHED)
+    assert result["status"] == STATUS_OK, result["reason"]
+    run(resumed, epochs=1, **ADAM_SMOOTHED)
+    result_resumed = run(resumed, epochs=2, **ADAM_SMOOTHED)
+    assert_same_training(result, straight, result_resumed, resumed, epoch=2)
+
+
+def test_smoothed_loss_is_cross_entropy_against_smoothed_labels():
+    """make_loss(a) on training_targets: -sum(((1 - a) * onehot + a / K) * log p), by hand;
+    a = 0 keeps the integer labels and the plain cross-entropy."""
+    from quantinit.training import make_loss, training_targets
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 8)
+    logits = rng.normal(size=(8, 10))
+    probabilities = (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype("float32")
+    loss, _ = make_loss(0.2)
+    smoothed = 0.8 * np.eye(10)[labels] + 0.2 / 10
+    expected = -np.mean(np.sum(smoothed * np.log(probabilities), axis=1))
+    value = float(loss(training_targets(labels, 0.2), probabilities))
+    assert value == pytest.approx(expected, rel=1e-5)
+    plain, metric = make_loss(0.0)
+    assert metric == "accuracy" and training_targets(labels, 0.0) is labels
+    expected_plain = -np.mean(np.log(probabilities[np.arange(8), labels]))
+    assert float(plain(labels, probabilities)) == pytest.approx(expected_plain, rel=1e-5)
+
+
+def test_augmentation_switched_off_has_no_layers():
+    from quantinit.training import make_augmentation
+
+    assert make_augmentation({**AUGMENTATION, "enabled": False}, seed=0).layers == []
+    assert len(make_augmentation(AUGMENTATION, seed=0).layers) == 4
+
+
 def test_xla_needs_op_determinism_off(tmp_path):
     with pytest.raises(ValueError, match="jit_compile: true needs training.deterministic: false"):
         run(tmp_path, epochs=1, jit_compile=True)

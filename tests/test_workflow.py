@@ -669,3 +669,61 @@ def test_adding_a_scheme_runs_only_its_analysis(tiny_study):
     jobs = planned_jobs(snakemake(tiny_study, "-n", *EVERYTHING).stdout)
     assert jobs == {"collect_schemes": 4, "schemes": 1, "all": 1}
     assert snakemake(tiny_study, *EVERYTHING).returncode == 0
+
+
+ADAM = {"name": "adam_1e-3", "optimizer": "adam", "learning_rate": 0.001,
+        "label_smoothing": 0.1, "augmentation": {"enabled": False}}  # fmt: skip
+
+
+def test_adding_a_training_variant_trains_and_analyses_only_it(tiny_study):
+    """Over the finished study: the variant's cells are trained and analysed under
+    results/variants/<name>/ (no sensitivity: Table 2's figures are the reference's) and
+    what compares the variants runs; every file of the reference is left alone."""
+    results = tiny_study / "results"
+    kept = {
+        path: path.stat().st_mtime_ns
+        for path in results.rglob("*")
+        if path.is_file() and "variants" not in path.name and "variants" not in path.parts
+    }
+    assert any("train" in path.parts for path in kept)
+    write_config(tiny_study, initializer_settings=FIXTURE_SETTINGS,
+                 variants={"overrides": [ADAM]})  # fmt: skip
+    try:
+        jobs = planned_jobs(snakemake(tiny_study, "-n", *EVERYTHING).stdout)
+        per_cell = ["train", "export_checkpoint", "fold_bn", "calibrate", "quantize",
+                    "evaluate", "layerwise"]  # fmt: skip
+        assert jobs == {**dict.fromkeys(per_cell, 4), "collect_variants": 2, "variants": 1,
+                        "all": 1}  # fmt: skip
+        result = snakemake(tiny_study, *EVERYTHING)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert {path: path.stat().st_mtime_ns for path in kept} == kept
+
+        cell = results / "variants" / "adam_1e-3" / "DWS_Conv_With_BN" / "HeUni" / "seed0"
+        assert json.loads((cell / "train" / "status.json").read_text())["variant"] == "adam_1e-3"
+        log = (cell / "train" / "train.log").read_text()
+        assert "training variant adam_1e-3" in log
+        metrics = pd.read_parquet(cell / "epoch1" / "q" / "quint8" / "metrics.parquet").iloc[0]
+        reference = pd.read_parquet(cell_dir(tiny_study, "DWS_Conv_With_BN") / "metrics.parquet")
+        assert metrics.variant == "adam_1e-3" and reference.variant.iloc[0] == "paper"
+        assert metrics.fp32_accuracy != reference.fp32_accuracy.iloc[0]  # trained otherwise
+
+        table = pd.read_csv(results / "study" / "variants.csv")
+        assert list(dict.fromkeys(table.Variant)) == ["paper", "adam_1e-3"]
+        assert len(table) == 2 * 4
+        text = (results / "study" / "variants.md").read_text()
+        # the settings as the validated config holds them (keys sorted)
+        settings = "augmentation.enabled False, label_smoothing 0.1, learning_rate 0.001, " \
+            "optimizer adam"  # fmt: skip
+        assert f"## adam_1e-3: {settings}" in text
+        assert "| claim | paper | adam_1e-3 |" in text
+        claims = pd.read_csv(results / "study" / "variants_claims.csv")
+        assert set(claims.verdict) <= set(VERDICTS) and set(claims.variant) == {
+            "paper", "adam_1e-3"
+        }  # fmt: skip
+        assert (results / "study" / "figures" / "variants.png").stat().st_size > 0
+    finally:
+        write_config(tiny_study, initializer_settings=FIXTURE_SETTINGS)
+    # back to the reference alone: only what compares the variants reruns
+    jobs = planned_jobs(snakemake(tiny_study, "-n", *EVERYTHING).stdout)
+    assert jobs == {"collect_variants": 2, "variants": 1, "all": 1}
+    assert snakemake(tiny_study, *EVERYTHING).returncode == 0

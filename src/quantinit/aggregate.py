@@ -166,49 +166,69 @@ def quantization_split(metrics: pd.DataFrame, confidence: float = 0.95) -> pd.Da
     return summarize_cells(final_epoch(metrics), SPLIT_COLUMNS, confidence)
 
 
+def axis_table(
+    metrics: pd.DataFrame, axis: str, values: list[tuple[str, str]], confidence: float = 0.95
+) -> pd.DataFrame:
+    """Every cell at every value of one axis of the study (metrics' column `axis`: "scheme"
+    or "variant"): summarize_cells of each seed's last analysed epoch over SCHEME_COLUMNS,
+    per value, with columns <Axis> (the value's name) and Settings (its description), the
+    values in the given order (config order), cells in Table 2's. `values` is a list of
+    (name, description). A value without rows in `metrics` is an error (its jobs did not
+    run)."""
+    parts = []
+    for name, settings in values:
+        rows = metrics[metrics[axis] == name]
+        if rows.empty:
+            raise ValueError(
+                f"no metrics of {axis} {name!r}; the metrics hold {sorted(metrics[axis].unique())}"
+            )
+        table = _summarize_with_tflite_errors(final_epoch(rows), SCHEME_COLUMNS, confidence)
+        table.insert(0, axis.capitalize(), name)
+        table.insert(1, "Settings", settings)
+        parts.append(table)
+    return pd.concat(parts, ignore_index=True)
+
+
 def schemes_table(
     metrics: pd.DataFrame, schemes: list[dict], confidence: float = 0.95
 ) -> pd.DataFrame:
-    """Every cell in every quantization scheme: summarize_cells of each seed's last analysed
-    epoch over SCHEME_COLUMNS, per scheme (metrics' `scheme` column), with columns Scheme and
-    Settings (quantinit.schemes.describe); schemes in the given order (config order), cells
-    in Table 2's. A scheme without rows in `metrics` is an error (its jobs did not run)."""
+    """axis_table over the quantization schemes (config quantization.schemes, in order)."""
     from quantinit.schemes import describe
 
-    parts = []
-    for scheme in schemes:
-        rows = metrics[metrics["scheme"] == scheme["name"]]
-        if rows.empty:
-            raise ValueError(
-                f"no metrics of scheme {scheme['name']!r}; the metrics hold "
-                f"{sorted(metrics['scheme'].unique())}"
-            )
-        table = _summarize_with_tflite_errors(final_epoch(rows), SCHEME_COLUMNS, confidence)
-        table.insert(0, "Scheme", scheme["name"])
-        table.insert(1, "Settings", describe(scheme))
-        parts.append(table)
-    return pd.concat(parts, ignore_index=True)
+    values = [(scheme["name"], describe(scheme)) for scheme in schemes]
+    return axis_table(metrics, "scheme", values, confidence)
+
+
+def variants_table(metrics: pd.DataFrame, variants: dict, confidence: float = 0.95) -> pd.DataFrame:
+    """axis_table over the training variants (config `variants`): the reference, then the
+    overrides in config order, each described by what it changes."""
+    from quantinit.variants import describe
+
+    values = [(variants["reference"], describe({}))]
+    values += [(entry["name"], describe(entry)) for entry in variants["overrides"]]
+    return axis_table(metrics, "variant", values, confidence)
 
 
 RANKED_BY = "Percent Accuracy Decrease"
 
 
-def ranking_agreement(table: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """Whether the initializers rank alike under each scheme and under `reference`: per
-    architecture and other scheme, Kendall's tau-b (scipy.stats.kendalltau) between the two
-    schemes' percent accuracy decreases over the initializers trained in both (Status ok;
-    not-learning and diverged cells are left out), its two-sided p-value against unrelated
-    orders (it ignores the decreases' own intervals), and each scheme's best initializer
-    (the smallest decrease). Tau and p are NaN with fewer than three initializers."""
+def ranking_agreement(table: pd.DataFrame, reference: str, axis: str = "Scheme") -> pd.DataFrame:
+    """Whether the initializers rank alike at each value of an axis (axis_table's <Axis>
+    column) and at `reference`: per architecture and other value, Kendall's tau-b
+    (scipy.stats.kendalltau) between the two values' percent accuracy decreases over the
+    initializers trained in both (Status ok; not-learning and diverged cells are left out),
+    its two-sided p-value against unrelated orders (it ignores the decreases' own
+    intervals), and each value's best initializer (the smallest decrease). Tau and p are NaN
+    with fewer than three initializers."""
     from scipy.stats import kendalltau
 
     ok = table[(table["Status"] == STATUS_OK) & table[RANKED_BY].notna()]
-    base = ok[ok["Scheme"] == reference].set_index(["arch", "init"])[RANKED_BY]
+    base = ok[ok[axis] == reference].set_index(["arch", "init"])[RANKED_BY]
     rows = []
-    for scheme in dict.fromkeys(table["Scheme"]):
-        if scheme == reference:
+    for value in dict.fromkeys(table[axis]):
+        if value == reference:
             continue
-        other = ok[ok["Scheme"] == scheme].set_index(["arch", "init"])[RANKED_BY]
+        other = ok[ok[axis] == value].set_index(["arch", "init"])[RANKED_BY]
         both = pd.concat([base, other], axis=1, keys=["reference", "other"]).dropna()
         for arch in _ordered_archs(table):
             pair = both[both.index.get_level_values("arch") == arch]
@@ -216,13 +236,13 @@ def ranking_agreement(table: pd.DataFrame, reference: str) -> pd.DataFrame:
             rows.append(
                 {
                     "Architecture": arch,
-                    "Scheme": scheme,
+                    axis: value,
                     "Reference": reference,
                     "Initializers": len(pair),
                     "Kendall tau": np.nan if tau is None else float(tau.statistic),
                     "p": np.nan if tau is None else float(tau.pvalue),
                     "Best (reference)": _best_init(pair["reference"]),
-                    "Best (scheme)": _best_init(pair["other"]),
+                    f"Best ({axis.lower()})": _best_init(pair["other"]),
                 }
             )
     return pd.DataFrame(rows)
@@ -237,19 +257,19 @@ def _best_init(decreases: pd.Series) -> str:
     return "" if decreases.empty else decreases.idxmin()[1]
 
 
-def schemes_markdown(table: pd.DataFrame, agreement: pd.DataFrame) -> str:
-    """The schemes table as Markdown (each value with its interval; one section per scheme)
-    and the ranking agreement below it."""
+def axis_markdown(table: pd.DataFrame, agreement: pd.DataFrame, axis: str = "Scheme") -> str:
+    """axis_table as Markdown (each value with its interval; one section per value of the
+    axis) and the ranking agreement below it."""
     parts = []
-    for scheme, rows in table.groupby("Scheme", sort=False):
-        parts.append(f"## {scheme}: {rows['Settings'].iloc[0]}\n")
+    for value, rows in table.groupby(axis, sort=False):
+        parts.append(f"## {value}: {rows['Settings'].iloc[0]}\n")
         parts.append(table2_markdown(rows.reset_index(drop=True), SCHEME_COLUMNS))
     if not agreement.empty:
         parts.append(
-            "## Do the initializers rank alike?\n\nKendall's tau-b between the two schemes' "
-            "percent accuracy decreases over the initializers trained in both (1: the same "
-            "order; 0: unrelated; -1: reversed), and its two-sided p-value against unrelated "
-            "orders; best = the smallest decrease.\n"
+            f"## Do the initializers rank alike?\n\nKendall's tau-b between the two "
+            f"{axis.lower()}s' percent accuracy decreases over the initializers trained in "
+            "both (1: the same order; 0: unrelated; -1: reversed), and its two-sided p-value "
+            "against unrelated orders; best = the smallest decrease.\n"
         )
         parts.append(to_markdown(agreement, digits={"Kendall tau": 2, "p": 3}))
     return "\n".join(parts)

@@ -16,6 +16,7 @@ import pandas as pd
 from quantinit.intervals import INTERVAL_METRICS, PARTIAL_MODELS
 
 KEYS = {
+    "variant": ("string", "training variant, by its name (variants.reference or an override)"),
     "arch": ("string", "architecture, e.g. DWS_Conv_With_BN"),
     "init": ("string", "initializer by the paper's name, e.g. HeUni"),
     "seed": ("int64", "training seed"),
@@ -198,6 +199,7 @@ def cell_keys(cell: dict) -> dict:
     if missing:
         raise ValueError(f"a cell's tables are keyed by {list(KEYS)}; {missing} missing")
     return {
+        "variant": cell["variant"],
         "arch": cell["arch"],
         "init": cell["init"],
         "seed": int(cell["seed"]),
@@ -255,8 +257,8 @@ def schema_markdown() -> str:
         "Generated from `quantinit.cellfiles.SCHEMAS` by `python -m quantinit.cellfiles`;",
         "the tests check files written by a real run against the same schemas. Each file",
         "lives in `results/<arch>/<init>/seed<seed>/epoch<E>/q/<scheme>/`, one folder per",
-        "quantization scheme. A diverged cell's files keep every column, with nulls where",
-        "nothing could be measured.",
+        "quantization scheme (a training variant's under `results/variants/<name>/`). A",
+        "diverged cell's files keep every column, with nulls where nothing could be measured.",
         "",
         "Every Parquet file the workflow writes also carries, in its schema metadata under",
         "`quantinit_provenance`, a JSON object naming the code that wrote it:",

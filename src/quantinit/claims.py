@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from quantinit.aggregate import final_epoch
+from quantinit.aggregate import final_epoch, table2, to_markdown
 from quantinit.intervals import seed_interval
 from quantinit.registry import (
     INITIALIZERS,
@@ -227,3 +227,34 @@ def claims_markdown(claims: pd.DataFrame) -> str:
         measured = f" Measured: {row.statistic} = {value}." if value else ""
         lines.append(f"- **{row.verdict}**: {row.statement}.{measured} {row.why}.")
     return "\n".join(lines) + "\n"
+
+
+def claims_by_variant(
+    metrics: pd.DataFrame, layerwise: pd.DataFrame, variants: list[str], confidence: float
+) -> pd.DataFrame:
+    """The paper's claims (claims.claims_table on each variant's Table 2 and layerwise rows),
+    one block of rows per variant, with a `variant` column first."""
+    parts = []
+    for variant in variants:
+        table = table2(metrics[metrics["variant"] == variant], True, confidence)
+        claims = claims_table(table, layerwise[layerwise["variant"] == variant], confidence)
+        claims.insert(0, "variant", variant)
+        parts.append(claims)
+    return pd.concat(parts, ignore_index=True)
+
+
+def claims_by_variant_markdown(claims: pd.DataFrame) -> str:
+    """One row per claim, one column per variant: its verdict and measured value."""
+
+    def cell(row) -> str:
+        if np.isnan(row.value):
+            return row.verdict
+        interval = "" if np.isnan(row.lo) else f" [{row.lo:.3g}, {row.hi:.3g}]"
+        return f"{row.verdict}: {row.value:.3g}{interval}"
+
+    verdicts = claims.assign(cell=[cell(row) for row in claims.itertuples()]).pivot(
+        index="claim", columns="variant", values="cell"
+    )
+    verdicts = verdicts.reindex(index=list(dict.fromkeys(claims["claim"])))
+    verdicts = verdicts[list(dict.fromkeys(claims["variant"]))].reset_index()
+    return "## The paper's claims per variant\n\n" + to_markdown(verdicts)

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePath
 
 from quantinit.registry import ARCHITECTURES, INITIALIZERS
+from quantinit.variants import OVERRIDABLE, layer_key_problems, variant_problems
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
@@ -39,7 +40,8 @@ def study_schema(schema_file: Path = SCHEMA_FILE) -> dict:
     """config/schema.yaml with what the registry defines filled in: the allowed and default
     architectures and initializers (also of a cell in a list of cells), and one
     `initializer_settings` entry per initializer with settings, its defaults Table 1's.
-    So adding a name to the registry is all the schema needs."""
+    So adding a name to the registry is all the schema needs. A training variant's keys
+    (`$defs/variant`) are the training section's overridable ones, without defaults."""
     import yaml
 
     schema = yaml.safe_load(Path(schema_file).read_text())
@@ -63,6 +65,17 @@ def study_schema(schema_file: Path = SCHEMA_FILE) -> dict:
         for init in INITIALIZERS.values()
         if init.defaults
     }
+    training = properties["training"]["properties"]
+    schema["$defs"]["variant"]["properties"].update(
+        {key: _without_defaults(training[key]) for key in OVERRIDABLE}
+    )
+    return schema
+
+
+def _without_defaults(schema):
+    """`schema` with every `default` removed (a variant holds only what it changes)."""
+    if isinstance(schema, dict):
+        return {key: _without_defaults(value) for key, value in schema.items() if key != "default"}
     return schema
 
 
@@ -236,14 +249,17 @@ MOVED_KEYS = {
 
 
 def check_moved_keys(config: Mapping) -> None:
-    """Raise :class:`ConfigError` naming each key of ``config`` that MOVED_KEYS lists, with
-    its new place; run before the schema validation, which would only call it unexpected."""
+    """Raise :class:`ConfigError` naming each key of ``config`` that belongs elsewhere: one
+    MOVED_KEYS lists, with its new place, and a model key in a training variant (a changed
+    network is an architecture). Run before the schema validation, which would only call
+    such a key unexpected."""
     problems = [
         f"{section}.{key} has moved to {target}: each named scheme sets it "
         "(config/config.yaml shows the paper's quint8)"
         for (section, key), target in MOVED_KEYS.items()
         if isinstance(config.get(section), Mapping) and key in config[section]
     ]
+    problems += layer_key_problems(config.get("variants"))
     if problems:
         raise ConfigError(problems)
 
@@ -256,7 +272,8 @@ def check_config(config: Mapping) -> None:
     dynamics.probe_samples (when dynamics.enabled) against the training set's size;
     training.analyze_epochs against training.epochs; training.jit_compile against
     training.deterministic; aggregate.dynamics_cells against dynamics.enabled;
-    quantization.schemes' names unique and quantization.table2 among them.
+    quantization.schemes' names unique and quantization.table2 among them; the training
+    variants (quantinit.variants.variant_problems).
     sensitivity.num_images is not checked: more than the test set means all of it.
     """
     data = config.get("data", {})
@@ -308,6 +325,7 @@ def check_config(config: Mapping) -> None:
         )
 
     problems += _scheme_problems(config["quantization"])
+    problems += variant_problems(config["variants"], training)
 
     dynamics_cells = config["aggregate"]["dynamics_cells"]
     if dynamics_cells and not dynamics["enabled"]:

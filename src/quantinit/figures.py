@@ -792,22 +792,23 @@ def accuracy_vs_epoch(metrics: pd.DataFrame, paths: Any, confidence: float = 0.9
     return _save(fig, paths)
 
 
-def schemes_figure(table: pd.DataFrame, paths: Any, confidence: float = 0.95):
-    """Percent accuracy decrease of every cell in every quantization scheme, as a grid:
-    one row of panels per scheme (the table's order), one column per architecture, x = the
-    initializers in Table 2's order, with each value's interval (aggregate.schemes_table:
-    one seed's bootstrap over test images, or t over seeds); one y scale for all panels.
+def axis_figure(table: pd.DataFrame, paths: Any, confidence: float = 0.95, axis: str = "Scheme"):
+    """Percent accuracy decrease of every cell at every value of one axis of the study
+    (quantization scheme or training variant), as a grid: one row of panels per value (the
+    table's order), one column per architecture, x = the initializers in Table 2's order,
+    with each value's interval (aggregate.axis_table: one seed's bootstrap over test
+    images, or t over seeds); one y scale for all panels.
 
     Only trained cells (Status ok) are drawn as points: a not-learning model's "decrease" is
     noise around chance and would set the scale. Other cells are named in place ("no learn",
-    "diverged"). Returns the (closed) Figure; data lines' gid ``"<scheme>|<cell>"``, the
-    status labels' ``"<scheme>|<cell>|<status>"``.
+    "diverged"). Returns the (closed) Figure; data lines' gid ``"<value>|<cell>"``, the
+    status labels' ``"<value>|<cell>|<status>"``.
     """
     from quantinit.aggregate import RANKED_BY
 
     plt = _pyplot()
-    _require(table, ["Scheme", "Settings", "arch", "init", "Status", "n", RANKED_BY], "schemes")
-    schemes = list(dict.fromkeys(table["Scheme"]))
+    _require(table, [axis, "Settings", "arch", "init", "Status", "n", RANKED_BY], axis.lower())
+    schemes = list(dict.fromkeys(table[axis]))
     archs = _ordered(table["arch"].astype(str), ARCH_ORDER)
     inits = _ordered(table["init"].astype(str), INIT_ORDER)
     fig, axes = plt.subplots(
@@ -815,7 +816,7 @@ def schemes_figure(table: pd.DataFrame, paths: Any, confidence: float = 0.95):
         layout="constrained", squeeze=False, sharex=True, sharey=True,
     )  # fmt: skip
     for row, scheme in enumerate(schemes):
-        rows = table[table["Scheme"] == scheme]
+        rows = table[table[axis] == scheme]
         for col, arch in enumerate(archs):
             ax = axes[row, col]
             for _, cell in rows[rows["arch"] == arch].iterrows():
@@ -844,7 +845,7 @@ def schemes_figure(table: pd.DataFrame, paths: Any, confidence: float = 0.95):
             ax.set_xticks(range(len(inits)), inits, rotation=60, ha="right", fontsize=7)
             ax.set_xlim(-0.6, len(inits) - 0.4)
     fig.suptitle(
-        "Percent accuracy decrease fp32 → quantized, per scheme (rows) and architecture "
+        f"Percent accuracy decrease fp32 → quantized, per {axis.lower()} (rows) and architecture "
         "(columns)\n" + _join(_interval_note(table, confidence), "only trained cells are drawn"),
         fontsize=10,
     )

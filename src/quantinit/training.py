@@ -97,11 +97,50 @@ def make_lr_schedule(base_lr: float, boundaries, factor: float, steps_per_epoch:
     return keras.optimizers.schedules.PiecewiseConstantDecay(steps, values)
 
 
+def make_optimizer(training: dict, steps_per_epoch: int):
+    """The training section's optimizer (sgd with momentum, or adam) on its learning-rate
+    schedule."""
+    import keras
+
+    learning_rate = make_lr_schedule(
+        training["learning_rate"], training["lr_boundaries"], training["lr_factor"], steps_per_epoch
+    )
+    optimizer = training.get("optimizer", "sgd")
+    if optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=learning_rate)
+    if optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=training["momentum"])
+    raise ValueError(f"unknown optimizer {optimizer!r}; allowed: sgd, adam")
+
+
+def make_loss(label_smoothing: float):
+    """(loss, accuracy metric) of training. Keras' sparse cross-entropy has no label
+    smoothing, so a smoothed loss takes one-hot targets (training_targets)."""
+    import keras
+
+    if not label_smoothing:
+        return keras.losses.SparseCategoricalCrossentropy(), "accuracy"
+    return (
+        keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        keras.metrics.CategoricalAccuracy(name="accuracy"),
+    )
+
+
+def training_targets(labels: np.ndarray, label_smoothing: float) -> np.ndarray:
+    """What `fit` takes as targets: the integer labels, or one-hot rows with smoothing."""
+    if not label_smoothing:
+        return labels
+    return np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+
+
 def make_augmentation(augmentation: dict, seed: int):
-    """Keras preprocessing layers for the paper's shift, zoom, flip and rotation."""
+    """Keras preprocessing layers for the paper's shift, zoom, flip and rotation; none when
+    augmentation.enabled is false."""
     import keras
 
     layers = []
+    if not augmentation.get("enabled", True):
+        return keras.Sequential(layers, name="augmentation")
     shift_h, shift_w = augmentation["height_shift"], augmentation["width_shift"]
     if shift_h or shift_w:
         layers.append(
@@ -344,6 +383,8 @@ def train_cell(
     epochs = training["epochs"]
     batch_size = training["batch_size"]
     precision = training.get("precision", "float32")
+    label_smoothing = training.get("label_smoothing", 0.0)
+    targets = training_targets(y_train, label_smoothing)
     steps_per_epoch = math.ceil(len(x_train) / batch_size)
 
     deterministic = training.get("deterministic", True)
@@ -381,22 +422,12 @@ def train_cell(
         start_epoch, history, dynamics_rows = 0, [], []
         core = build_core(dtype_policy=precision)
         initial_weights = core.get_weights()  # the last finite state until epoch 1 ends
-        optimizer = keras.optimizers.SGD(
-            learning_rate=make_lr_schedule(
-                training["learning_rate"],
-                training["lr_boundaries"],
-                training["lr_factor"],
-                steps_per_epoch,
-            ),
-            momentum=training["momentum"],
-        )
+        optimizer = make_optimizer(training, steps_per_epoch)
         if precision == "mixed_float16":  # float16 gradients underflow without loss scaling
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        loss, accuracy_metric = make_loss(label_smoothing)
         core.compile(
-            optimizer=optimizer,
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-            jit_compile=jit_compile,
+            optimizer=optimizer, loss=loss, metrics=[accuracy_metric], jit_compile=jit_compile
         )
         log(
             f"starting training: {epochs} epochs, {len(x_train)} images, "
@@ -430,7 +461,7 @@ def train_cell(
             started = time.monotonic()
             fit = core.fit(
                 augment(x_train[order]),
-                y_train[order],
+                targets[order],
                 batch_size=batch_size,
                 epochs=epoch + 1,
                 initial_epoch=epoch,

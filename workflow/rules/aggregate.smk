@@ -46,6 +46,64 @@ rule collect_schemes:
         "../scripts/collect_study.py"
 
 
+rule collect_variants:
+    input:
+        table=lambda wc: expand_cells(
+            f"{Q_DIR}/{wc.table}.parquet", variants=list(VARIANTS)
+        ),
+    output:
+        table=f"{STUDY}/variants/{{table}}.parquet",
+    log:
+        f"{STUDY}/logs/collect_variants_{{table}}.log",
+    wildcard_constraints:
+        table="metrics|layerwise",
+    conda:
+        "../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        code=code_version("collect_study.py"),
+    message:
+        "collecting every cell's {wildcards.table} table under every training variant"
+    script:
+        "../scripts/collect_study.py"
+
+
+rule variants:
+    input:
+        metrics=f"{STUDY}/variants/metrics.parquet",
+        layerwise=f"{STUDY}/variants/layerwise.parquet",
+    output:
+        table=report(
+            f"{STUDY}/variants.csv",
+            caption="../report/variants.rst",
+            category="Tables",
+        ),
+        claims=f"{STUDY}/variants_claims.csv",
+        markdown=f"{STUDY}/variants.md",
+        png=report(
+            f"{FIGURES}/variants.png",
+            caption="../report/variants_figure.rst",
+            category="Figures",
+        ),
+        pdf=f"{FIGURES}/variants.pdf",
+    log:
+        f"{STUDY}/logs/variants.log",
+    conda:
+        "../envs/analysis.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        code=code_version("variants.py"),
+        variants=config["variants"],
+        scheme=TABLE2_SCHEME,
+        confidence=config["evaluation"]["intervals"]["confidence"],
+    script:
+        "../scripts/variants.py"
+
+
 rule schemes:
     input:
         metrics=f"{STUDY}/schemes/metrics.parquet",
@@ -201,6 +259,7 @@ rule dynamics_figure:
     input:
         dynamics=lambda wc: expand(
             f"{TRAIN_DIR}/dynamics.parquet",
+            variant_dir=REFERENCE_VARIANT,
             arch=wc.arch,
             init=wc.init,
             seed=config["seeds"],

@@ -1,4 +1,5 @@
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from quantinit.config_checks import (
 from quantinit.provenance import LibraryMismatch, check_installed_library, code_hashes
 from quantinit.registry import ARCHITECTURES, INITIALIZERS
 from quantinit.schemes import clipping_percentile
+from quantinit.variants import analyzed_epochs, variant_dirs, variant_training
 
 try:
     check_moved_keys(config)  # a key an older version had: say where it went
@@ -62,10 +64,18 @@ CODE_HASHES = code_hashes(sorted(SCRIPTS.glob("*.py")))
 
 RESULTS = config["results_dir"]
 STATE = config["state_dir"]
-EPOCHS = config["training"]["epochs"]
-ANALYZE_EPOCHS = sorted(set(config["training"]["analyze_epochs"] or [EPOCHS]))
+# Training variants by their path segment: "" for the reference (the training section),
+# "variants/<name>/" for each override (quantinit.variants)
+VARIANTS = variant_dirs(config["variants"])
+REFERENCE_VARIANT = ""
+VARIANT_TRAINING = {
+    folder: variant_training(config["training"], config["variants"], name)
+    for folder, name in VARIANTS.items()
+}
+# the reference's analysed epochs: Table 2's, the paper's figures'
+ANALYZE_EPOCHS = analyzed_epochs(config["training"])
 
-CELL = f"{RESULTS}/{{arch}}/{{init}}/seed{{seed}}"
+CELL = f"{RESULTS}/{{variant_dir}}{{arch}}/{{init}}/seed{{seed}}"
 TRAIN_DIR = f"{CELL}/train"
 EPOCH_DIR = f"{CELL}/epoch{{epoch}}"
 # one quantization scheme's analysis of a checkpoint
@@ -85,6 +95,7 @@ wildcard_constraints:
     seed=r"\d+",
     epoch=r"\d+",
     scheme="|".join(SCHEMES),
+    variant_dir="(?:" + "|".join(re.escape(folder) for folder in VARIANTS) + ")",
 
 
 def cells():
@@ -97,17 +108,30 @@ def cells():
     ]
 
 
-def expand_cells(pattern, schemes=(TABLE2_SCHEME,)):
-    """`pattern` filled for every configured cell, and every analysed epoch and each of
-    `schemes` (default: Table 2's) if it has them."""
-    epochs = ANALYZE_EPOCHS if "{epoch}" in pattern else [None]
+def expand_cells(pattern, schemes=(TABLE2_SCHEME,), variants=(REFERENCE_VARIANT,)):
+    """`pattern` filled for every configured cell in each of `variants` (path segments;
+    default: the reference), every epoch the variant analyses and each of `schemes`
+    (default: Table 2's) if it has them."""
     schemes = schemes if "{scheme}" in pattern else [None]
     return [
-        pattern.format(**cell, epoch=epoch, scheme=scheme)
+        pattern.format(**cell, variant_dir=folder, epoch=epoch, scheme=scheme)
+        for folder in variants
         for cell in cells()
-        for epoch in epochs
+        for epoch in variant_epochs(folder, pattern)
         for scheme in schemes
     ]
+
+
+def variant_epochs(folder, pattern="{epoch}"):
+    """The epochs the variant at path segment `folder` analyses ([None] if `pattern` has no
+    epoch)."""
+    if "{epoch}" not in pattern:
+        return [None]
+    return analyzed_epochs(VARIANT_TRAINING[folder])
+
+
+def variant_name(wildcards):
+    return VARIANTS[wildcards.variant_dir]
 
 
 def scheme_table_names():
@@ -162,7 +186,12 @@ def selected_cells(key, pattern):
     in Table 2's scheme."""
     return [
         pattern.format(
-            arch=arch, init=init, seed=seed, epoch=epoch, scheme=TABLE2_SCHEME
+            variant_dir=REFERENCE_VARIANT,
+            arch=arch,
+            init=init,
+            seed=seed,
+            epoch=epoch,
+            scheme=TABLE2_SCHEME,
         )
         for arch, init in cell_pairs(key)
         for seed in config["seeds"]
@@ -191,6 +220,8 @@ def study_outputs():
         f"{STUDY}/quantization_split.md",
         f"{STUDY}/claims.md",
         f"{STUDY}/schemes.md",
+        f"{STUDY}/variants.md",
+        f"{FIGURES}/variants.png",
         f"{FIGURES}/schemes.png",
         *(f"{STUDY}/schemes/{name}.parquet" for name in scheme_table_names()),
         f"{FIGURES}/figure2_vanishing_act.png",
@@ -206,6 +237,7 @@ def cell_files(wildcards, name):
     scheme."""
     return [
         f"{Q_DIR}/{name}.parquet".format(
+            variant_dir=REFERENCE_VARIANT,
             arch=wildcards.arch,
             init=wildcards.init,
             seed=seed,

@@ -22,10 +22,11 @@ rule train:
         code=code_version("train.py"),
         init_settings=init_settings,
         model=config["model"],
-        training=config["training"],
-        analyze_epochs=ANALYZE_EPOCHS,
+        variant=variant_name,
+        training=lambda wc: VARIANT_TRAINING[wc.variant_dir],
+        analyze_epochs=lambda wc: variant_epochs(wc.variant_dir),
         dynamics=config["dynamics"],
-        state_dir=lambda wc: f"{STATE}/{wc.arch}/{wc.init}/seed{wc.seed}",
+        state_dir=lambda wc: f"{STATE}/{wc.variant_dir}{wc.arch}/{wc.init}/seed{wc.seed}",
     script:
         "../scripts/train.py"
 

@@ -1,4 +1,5 @@
-"""Rules collect_study, collect_sensitivity: concatenate every cell's per-cell tables."""
+"""Rules collect_study, collect_schemes, collect_variants, collect_sensitivity: concatenate
+every cell's per-cell tables."""
 
 import pandas as pd
 

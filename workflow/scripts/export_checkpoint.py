@@ -34,6 +34,7 @@ copy_file(snapshot, snakemake.output.model)
 copy_file(layers, snakemake.output.layers)
 write_json(
     {
+        "variant": status["variant"],
         "arch": status["arch"],
         "init": status["init"],
         "seed": status["seed"],

@@ -3,8 +3,8 @@ agreement, figure)."""
 
 from pathlib import Path
 
-from quantinit.aggregate import ranking_agreement, schemes_markdown, schemes_table
-from quantinit.figures import schemes_figure
+from quantinit.aggregate import axis_markdown, ranking_agreement, schemes_table
+from quantinit.figures import axis_figure
 from quantinit.io import atomic_path, start_job
 
 start_job(snakemake)
@@ -17,8 +17,8 @@ table = schemes_table(
 agreement = ranking_agreement(table, snakemake.params.reference)
 with atomic_path(snakemake.output.table) as tmp:
     table.to_csv(tmp, index=False)
-text = schemes_markdown(table, agreement)
+text = axis_markdown(table, agreement)
 with atomic_path(snakemake.output.markdown) as tmp:
     Path(tmp).write_text(text)
-schemes_figure(table, [snakemake.output.png, snakemake.output.pdf], confidence)
+axis_figure(table, [snakemake.output.png, snakemake.output.pdf], confidence)
 print(text)

@@ -25,6 +25,7 @@ from quantinit.runtime import configure_tensorflow  # noqa: E402
 configure_tensorflow(snakemake.threads, use_gpu=snakemake.resources.gpu > 0)
 
 arch, init, seed = snakemake.wildcards.arch, snakemake.wildcards.init, int(snakemake.wildcards.seed)
+variant = snakemake.params.variant
 model_config, training = snakemake.params.model, snakemake.params.training
 data_checksum = read_json(snakemake.input.metadata)["checksum"]
 dataset = load_dataset(snakemake.input.dataset)
@@ -38,7 +39,7 @@ run = {
     "data_checksum": data_checksum,
     **{name: value for name, value in snakemake.params.items() if name != "state_dir"},
 }
-print(f"cell {arch} / {init} / seed {seed}", flush=True)
+print(f"cell {arch} / {init} / seed {seed}, training variant {variant}", flush=True)
 build_core = functools.partial(
     build_model,
     arch,
@@ -88,14 +89,12 @@ with locked_state(state_dir):
         sys.exit(128 + 15)  # as if killed by SIGTERM: the job fails, a retry resumes
     dynamics = pd.DataFrame(result.pop("dynamics"))
 
-    history = pd.DataFrame(result.pop("history")).assign(arch=arch, init=init, seed=seed)
+    keys = {"variant": variant, "arch": arch, "init": init, "seed": seed}
+    history = pd.DataFrame(result.pop("history")).assign(**keys)
     copy_tree(state_dir / "snapshots", snakemake.output.snapshots)
     write_parquet(history, snakemake.output.history)
-    write_parquet(dynamics.assign(arch=arch, init=init, seed=seed), snakemake.output.dynamics)
-    write_json(
-        {"arch": arch, "init": init, "seed": seed, "data_checksum": data_checksum, **result},
-        snakemake.output.status,
-    )
+    write_parquet(dynamics.assign(**keys), snakemake.output.dynamics)
+    write_json({**keys, "data_checksum": data_checksum, **result}, snakemake.output.status)
     # The state served only to finish an interrupted run: a rerun of this finished job
     # (changed input, --forcerun) must train from scratch.
     shutil.rmtree(state_dir)
