@@ -21,8 +21,8 @@ from quantinit.tables import (
 from conftest import REPO
 
 CELL = {
-    "arch": "DWS_Conv_With_BN", "init": "HeUni", "seed": 3, "epoch": 7, "scheme": "quint8",
-    "status": "ok",
+    "variant": "paper", "arch": "DWS_Conv_With_BN", "init": "HeUni", "seed": 3, "epoch": 7,
+    "scheme": "quint8", "status": "ok",
 }  # fmt: skip
 
 
