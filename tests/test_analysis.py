@@ -61,7 +61,9 @@ def test_kernel_layers_match_the_architecture_plan(arch):
     assert quantized_tensors(model) == ["rescale", *(p.activation for p in planned)]
 
 
-@pytest.mark.parametrize("arch", ["Regular_Conv_With_BN", "DWS_Conv_With_BN"])
+@pytest.mark.parametrize(
+    "arch", ["Regular_Conv_With_BN", "DWS_Conv_With_BN", "Residual_With_BN", "InvResidual_With_BN"]
+)
 def test_folded_model_gives_the_same_logits(arch):
     model = build_model(arch, "GlorotUni", 0, **SMALL)
     randomize_batchnorm(model)

@@ -1,4 +1,4 @@
-"""The four architectures: layer lists, names, parameter counts, initializers, behaviour."""
+"""The architectures: layer lists, names, parameter counts, initializers, behaviour."""
 
 import numpy as np
 import pytest
@@ -9,19 +9,29 @@ from quantinit.registry import ARCHITECTURES
 STAGES = ((32,), (64, 64), (128, 128))
 
 
-def hand_parameter_count(depthwise_separable, batchnorm, first=32, stages=STAGES, dense=(512, 256)):
-    """Parameters of the Figure 1 network, counted layer by layer."""
+def hand_parameter_count(block, batchnorm, first=32, stages=STAGES, dense=(512, 256), t=6):
+    """Parameters of the Figure 1 network built from `block`, counted layer by layer."""
     bn = 4 if batchnorm else 0  # gamma, beta, moving mean, moving variance
     bias = 0 if batchnorm else 1  # layers followed by BN have no bias
-    total = 3 * 3 * 3 * first + first * (bias + bn)
+
+    def conv(kernel, c_in, c_out):
+        return kernel * kernel * c_in * c_out + c_out * (bias + bn)
+
+    total = conv(3, 3, first)
     channels = first
     for stage in stages:
         for width in stage:
-            if depthwise_separable:
-                total += 3 * 3 * channels + channels * (bias + bn)
-                total += channels * width + width * (bias + bn)
-            else:
-                total += 3 * 3 * channels * width + width * (bias + bn)
+            if block == "separable":
+                total += 3 * 3 * channels + channels * (bias + bn) + conv(1, channels, width)
+            elif block == "conv":
+                total += conv(3, channels, width)
+            elif block == "residual":  # two 3x3 convs, a 1x1 projection where width changes
+                total += conv(3, channels, width) + conv(3, width, width)
+                total += conv(1, channels, width) if channels != width else 0
+            else:  # inverted residual: 1x1 expand by t, depthwise 3x3, 1x1 project
+                expanded = channels * t
+                total += conv(1, channels, expanded)
+                total += 3 * 3 * expanded + expanded * (bias + bn) + conv(1, expanded, width)
             channels = width
     features = 4 * 4 * channels  # three 2x2 pools: 32 -> 4
     for units in (*dense, 10):
@@ -30,25 +40,61 @@ def hand_parameter_count(depthwise_separable, batchnorm, first=32, stages=STAGES
     return total
 
 
+# kernel kinds of one block, in the plan's order, for a block that keeps / changes the width
+BLOCK_KINDS = {
+    "conv": (["conv"], ["conv"]),
+    "separable": (["depthwise", "pointwise"], ["depthwise", "pointwise"]),
+    "residual": (["conv", "conv"], ["conv", "conv", "pointwise"]),
+    "inverted_residual": (["pointwise", "depthwise", "pointwise"],) * 2,
+}
+
+
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_parameter_count_and_layer_names(arch):
-    dws, bn = arch.startswith("DWS"), arch.endswith("With_BN")
+    block, bn = ARCHITECTURES[arch].block, ARCHITECTURES[arch].batchnorm
     model = build_model(arch, "HeUni", seed=0)
-    assert model.count_params() == hand_parameter_count(dws, bn)
+    assert model.count_params() == hand_parameter_count(block, bn)
     names = [layer.name for layer in model.layers]
-    conv_names = ["block1_dw", "block1_pw"] if dws else ["block1_conv"]
-    for name in ["conv1", *conv_names, "pool1", "pool3", "fc1", "fc2", "logits", "softmax"]:
+    for name in ["conv1", "pool1", "pool3", "fc1", "fc2", "logits", "softmax"]:
         assert name in names
     assert ("conv1_bn" in names) == bn
-    assert ("block3_dw_bn" in names) == (dws and bn)
-    assert ("block3_bn" in names) == (not dws and bn)
+    dws = block == "separable"
+    if block in ("separable", "conv"):
+        assert ("block1_dw" in names) == dws and ("block1_conv" in names) == (not dws)
+        assert ("block3_dw_bn" in names) == (dws and bn)
+        assert ("block3_bn" in names) == (not dws and bn)
     kernels = weighted_layers(arch)
     assert [k.order for k in kernels] == list(range(len(kernels)))
-    expected_kinds = ["conv"] + (["depthwise", "pointwise"] * 5 if dws else ["conv"] * 5)
+    # widths 32 -> 32, 64, 64, 128, 128: blocks 2 and 4 change the width
+    blocks = [BLOCK_KINDS[block][b in (2, 4)] for b in range(1, 6)]
+    expected_kinds = ["conv"] + [kind for kinds in blocks for kind in kinds]
     assert [k.kind for k in kernels] == [*expected_kinds, "dense", "dense", "dense"]
     for k in kernels:
         assert k.name in names and k.activation in names
         assert (k.batchnorm in names) if k.batchnorm else not (bn and k.kind != "dense")
+
+
+def test_residual_blocks_add_their_input_or_its_projection():
+    """Residual: every block adds, through a 1x1 projection where the width changes;
+    inverted residual: only the blocks whose input and output shapes match add."""
+    import keras
+
+    def adds(arch):
+        model = build_model(arch, "HeUni", seed=0, width_multiplier=0.25)
+        return {
+            layer.name: sorted(t._keras_history.operation.name for t in layer.input)
+            for layer in model.layers
+            if isinstance(layer, keras.layers.Add)
+        }
+
+    residual = adds("Residual_With_BN")
+    assert residual["block1_add"] == ["block1_conv2_bn", "conv1_relu"]
+    assert residual["block2_add"] == ["block2_conv2_bn", "block2_proj_bn"]
+    assert residual["block3_add"] == ["block2_relu", "block3_conv2_bn"]
+    assert sorted(residual) == [f"block{b}_add" for b in range(1, 6)]
+    inverted = adds("InvResidual_No_BN")
+    assert sorted(inverted) == ["block1_add", "block3_add", "block5_add"]
+    assert inverted["block3_add"] == ["block2_project", "block3_project"]
 
 
 def test_full_width_is_about_1_5_million_parameters():

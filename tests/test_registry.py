@@ -10,6 +10,7 @@ from quantinit.config_checks import study_schema, study_schema_file
 from quantinit.registry import (
     ARCHITECTURES,
     INITIALIZERS,
+    PAPER_ARCHITECTURES,
     Initializer,
     architecture,
     initializer,
@@ -25,7 +26,7 @@ def test_the_schema_allows_exactly_the_registered_names():
     properties, cell = SCHEMA["properties"], SCHEMA["$defs"]["cell"]["properties"]
     for names, registered in (
         (properties["architectures"]["items"]["enum"], ARCHITECTURES),
-        (properties["architectures"]["default"], ARCHITECTURES),
+        (properties["architectures"]["default"], PAPER_ARCHITECTURES),
         (cell["arch"]["enum"], ARCHITECTURES),
         (properties["initializers"]["items"]["enum"], INITIALIZERS),
         (properties["initializers"]["default"], INITIALIZERS),
@@ -65,9 +66,12 @@ def test_an_unregistered_name_is_refused_by_the_schema():
         validate({"initializers": ["HeUniform"]}, path)
 
 
-def test_the_full_study_config_lists_every_registered_name():
+def test_the_full_study_config_lists_the_papers_architectures_and_every_initializer():
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    assert config["architectures"] == list(ARCHITECTURES)
+    assert config["architectures"] == PAPER_ARCHITECTURES
+    assert PAPER_ARCHITECTURES == [
+        "Regular_Conv_With_BN", "Regular_Conv_No_BN", "DWS_Conv_With_BN", "DWS_Conv_No_BN"
+    ]  # fmt: skip
     assert config["initializers"] == list(INITIALIZERS)
 
 
@@ -90,7 +94,10 @@ def test_table2_order_is_the_papers():
 
 
 def test_traits_of_each_architecture_match_its_name():
+    prefixes = {"Regular_Conv": "conv", "DWS_Conv": "separable", "Residual": "residual",
+                "InvResidual": "inverted_residual"}  # fmt: skip
     for name, spec in ARCHITECTURES.items():
+        assert spec.block == prefixes[name.rsplit("_", 2)[0]]
         assert spec.separable == name.startswith("DWS") and spec.batchnorm == name.endswith(
             "With_BN"
         )

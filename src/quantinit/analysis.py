@@ -1,9 +1,10 @@
 """Keras-side analysis of one trained cell: BN folding, activation capture, simulated quint8.
 
-The networks are simple chains (models.py), so a model is rebuilt layer by layer from the
-layers' own configs: folding drops each BatchNormalization and gives the layer before it a
-bias; the simulated quantized model inserts TensorFlow FakeQuant ops after every quantized
-tensor and carries fake-quantized kernels.
+A model is rebuilt layer by layer, in its topological order, from the layers' own configs
+and the names of the layers each one reads (chains and the residual blocks of models.py
+alike): folding drops each BatchNormalization and gives the layer before it a bias; the
+simulated quantized model inserts TensorFlow FakeQuant ops after every quantized tensor and
+carries fake-quantized kernels.
 
 Quantized tensors, in order: the rescaled input image, the output of every kernel layer
 after its ReLU (conv, depthwise, pointwise, dense), and the logits. Max-pooling and
@@ -31,20 +32,30 @@ class KernelLayer:
     name: str
     kind: str  # conv | depthwise | pointwise | dense
     batchnorm: str | None
-    output: str  # the layer whose output is this layer's quantized tensor
+    output: str  # the layer whose output is this layer's quantized tensor (folded model)
+    trained_output: str = ""  # the same tensor in the trained model (its BN where no ReLU)
 
 
 # The config keys of a layer that the analysis reads besides its class and name
 SPEC_KEYS = ("kernel_size", "epsilon")
 
 
+def inbound_names(layer) -> list[str]:
+    """The names of the layers whose outputs `layer` reads (none for the input)."""
+    if not layer._inbound_nodes:
+        return []
+    tensors = layer._inbound_nodes[0].input_tensors
+    return [tensor._keras_history.operation.name for tensor in tensors]
+
+
 def layer_specs(model) -> list[dict]:
-    """Every layer of `model` in order as {"name", "class", and its SPEC_KEYS}: what the
-    numpy-only stages need to know of the network (JSON-serialisable)."""
+    """Every layer of `model` in its topological order as {"name", "class", "inbound" (the
+    layers it reads) and its SPEC_KEYS}: what the numpy-only stages need to know of the
+    network (JSON-serialisable)."""
     specs = []
     for layer in model.layers:
         config = layer.get_config()
-        spec = {"name": layer.name, "class": type(layer).__name__}
+        spec = {"name": layer.name, "class": type(layer).__name__, "inbound": inbound_names(layer)}
         spec.update({key: config[key] for key in SPEC_KEYS if key in config})
         specs.append(spec)
     return json.loads(json.dumps(specs))  # tuples as lists: as a file gives them back
@@ -65,24 +76,46 @@ def _kind(spec: dict) -> str | None:
     return None
 
 
-def kernel_layers_of(specs: list[dict]) -> list[KernelLayer]:
-    """The kernel layers of a chain given as layer_specs, in order, with their BN and output
-    layers."""
-    found = []
+def _readers(specs: list[dict]) -> dict[str, list[dict]]:
+    """{layer name: the specs of the layers that read its output}. Specs without "inbound"
+    (written before the models had branches) are a chain: each reads the one before it."""
+    readers: dict[str, list[dict]] = {spec["name"]: [] for spec in specs}
     for index, spec in enumerate(specs):
+        sources = spec.get("inbound", [specs[index - 1]["name"]] if index else [])
+        for source in sources:
+            readers[source].append(spec)
+    return readers
+
+
+def kernel_layers_of(specs: list[dict]) -> list[KernelLayer]:
+    """The kernel layers of a model given as layer_specs, in order, with their BN and
+    output layers: a BatchNormalization that is the kernel's only reader is its BN, a ReLU
+    that is the only reader of the kernel (or of its BN) its output."""
+    readers = _readers(specs)
+
+    def only_reader(name: str, layer_class: str) -> str | None:
+        following = readers[name]
+        if len(following) == 1 and following[0]["class"] == layer_class:
+            return following[0]["name"]
+        return None
+
+    found = []
+    for spec in specs:
         kind = _kind(spec)
         if kind is None:
             continue
-        batchnorm, output = None, spec["name"]
-        for follower in specs[index + 1 :]:
-            if follower["class"] == "BatchNormalization":
-                batchnorm = follower["name"]
-            elif follower["class"] == "ReLU":
-                output = follower["name"]
-                break
-            else:
-                break
-        found.append(KernelLayer(len(found), spec["name"], kind, batchnorm, output))
+        batchnorm = only_reader(spec["name"], "BatchNormalization")
+        relu = only_reader(batchnorm or spec["name"], "ReLU")
+        found.append(
+            KernelLayer(
+                len(found),
+                spec["name"],
+                kind,
+                batchnorm,
+                output=relu or spec["name"],
+                trained_output=relu or batchnorm or spec["name"],
+            )
+        )
     return found
 
 
@@ -97,14 +130,19 @@ def quantized_tensors(model) -> list[str]:
 
 
 def rebuild_model(model, transform):
-    """Rebuild a chain model; `transform(layer, x)` returns the new output for each layer."""
+    """Rebuild a model layer by layer in its topological order; `transform(layer, x)`
+    returns the new output of each layer from its new input `x` (a list for a layer that
+    reads several, such as Add). A layer that returns `x` unchanged (a dropped BN) passes
+    its input on to its readers."""
     import keras
 
     inputs = keras.Input(shape=model.input_shape[1:], name=model.layers[0].name)
-    x = inputs
+    tensors = {model.layers[0].name: inputs}
     for layer in model.layers[1:]:
-        x = transform(layer, x)
-    return keras.Model(inputs, x, name=model.name)
+        sources = [tensors[name] for name in inbound_names(layer)]
+        tensors[layer.name] = transform(layer, sources[0] if len(sources) == 1 else sources)
+    output = model.outputs[0]._keras_history.operation.name
+    return keras.Model(inputs, tensors[output], name=model.name)
 
 
 def fold_weights(specs: list[dict], weights: dict, layers=None) -> dict:
@@ -268,7 +306,7 @@ class LayerDynamics:
         self.layers = kernel_layers_of(self.specs)
         self.probe = tf.constant(probe_images, dtype="float32")
         self.percentile = percentile
-        capture = capture_model(model, [k.output for k in self.layers])
+        capture = capture_model(model, [k.trained_output for k in self.layers])
 
         @tf.function
         def forward(images):

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path, PurePath
 
-from quantinit.registry import ARCHITECTURES, INITIALIZERS
+from quantinit.registry import ARCHITECTURES, INITIALIZERS, PAPER_ARCHITECTURES
 from quantinit.variants import OVERRIDABLE, layer_key_problems, variant_problems
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
@@ -47,12 +47,12 @@ def study_schema(schema_file: Path = SCHEMA_FILE) -> dict:
     schema = yaml.safe_load(Path(schema_file).read_text())
     properties = schema["properties"]
     cell = schema["$defs"]["cell"]["properties"]
-    for key, cell_key, names in (
-        ("architectures", "arch", list(ARCHITECTURES)),
-        ("initializers", "init", list(INITIALIZERS)),
+    for key, cell_key, names, default in (
+        ("architectures", "arch", list(ARCHITECTURES), PAPER_ARCHITECTURES),
+        ("initializers", "init", list(INITIALIZERS), list(INITIALIZERS)),
     ):
         properties[key]["items"] = {"enum": names}
-        properties[key]["default"] = names
+        properties[key]["default"] = list(default)
         cell[cell_key] = {"enum": names}
     properties["initializer_settings"]["properties"] = {
         init.name: {

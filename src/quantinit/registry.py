@@ -21,13 +21,28 @@ STATUSES = (STATUS_OK, STATUS_DIVERGED, STATUS_NOT_LEARNING)
 NUM_CLASSES = 10
 
 
+# The blocks a stage of the macro-architecture is built from (quantinit.models.layer_plan)
+BLOCKS = (
+    "conv",  # 3x3 conv -> ReLU (the paper's Regular_Conv_*)
+    "separable",  # depthwise 3x3 -> ReLU -> pointwise 1x1 -> ReLU (the paper's DWS_Conv_*)
+    "residual",  # two 3x3 convs, identity or 1x1-projection shortcut, Add -> ReLU (ResNet basic)
+    "inverted_residual",  # 1x1 expand -> depthwise 3x3 -> linear 1x1 project (+ identity Add)
+)
+
+
 @dataclass(frozen=True)
 class Architecture:
-    """A variant of the paper's Figure 1 macro-architecture."""
+    """A variant of the paper's Figure 1 macro-architecture: the same stages, widths, pools
+    and dense head, built from one kind of block."""
 
     name: str
-    separable: bool  # depthwise 3x3 + pointwise 1x1 blocks instead of regular 3x3 convs
+    block: str  # one of BLOCKS
     batchnorm: bool  # BatchNormalization after every conv
+    paper: bool = True  # one of the paper's Figure 1 four (the default study)
+
+    @property
+    def separable(self) -> bool:
+        return self.block == "separable"
 
 
 @dataclass(frozen=True)
@@ -56,16 +71,23 @@ class Initializer:
         return {}
 
 
-# Figure 1's order
+# Figure 1's order, then the sequel's
 ARCHITECTURES = {
     arch.name: arch
     for arch in (
-        Architecture("Regular_Conv_With_BN", separable=False, batchnorm=True),
-        Architecture("Regular_Conv_No_BN", separable=False, batchnorm=False),
-        Architecture("DWS_Conv_With_BN", separable=True, batchnorm=True),
-        Architecture("DWS_Conv_No_BN", separable=True, batchnorm=False),
+        Architecture("Regular_Conv_With_BN", "conv", batchnorm=True),
+        Architecture("Regular_Conv_No_BN", "conv", batchnorm=False),
+        Architecture("DWS_Conv_With_BN", "separable", batchnorm=True),
+        Architecture("DWS_Conv_No_BN", "separable", batchnorm=False),
+        # the block types of the paper's sequel (Yun and Wong, "Starting Positions Matter")
+        Architecture("Residual_With_BN", "residual", batchnorm=True, paper=False),
+        Architecture("Residual_No_BN", "residual", batchnorm=False, paper=False),
+        Architecture("InvResidual_With_BN", "inverted_residual", batchnorm=True, paper=False),
+        Architecture("InvResidual_No_BN", "inverted_residual", batchnorm=False, paper=False),
     )
 }
+# The paper's four: the default study's architectures
+PAPER_ARCHITECTURES = [name for name, arch in ARCHITECTURES.items() if arch.paper]
 
 # Table 1's order
 INITIALIZERS = {
