@@ -356,16 +356,16 @@ def worker_evaluate(spec: dict) -> dict:
     elif backend == "quint8":  # what rules calibrate, quantize and evaluate do, defaults
         from quantinit.analysis import build_quantized_model, folded_model
         from quantinit.calibration import calibrate
-        from quantinit.layerfiles import load_folded, load_weights
+        from quantinit.layerfiles import load_folded, load_tensor_kinds, load_weights
         from quantinit.schemes import clipping_percentile
-        from quantinit.tables import quantize, quantized_activation_bounds, tensor_kinds
+        from quantinit.tables import quantize, quantized_activation_bounds
 
         scheme = schema_defaults()["quantization"]["schemes"][0]  # the paper's quint8
         model = keras.models.load_model(epoch_dir / "model.keras")
         folded = folded_model(model, load_folded(epoch_dir / "weights.npz"))
         layers, _, folded_kernels = load_weights(epoch_dir / "weights.npz")
         table, result["calibration_s"] = _timed(
-            calibrate, folded, calibration_images(), tensor_kinds(layers),
+            calibrate, folded, calibration_images(), load_tensor_kinds(epoch_dir / "weights.npz"),
             clipping_percentile(scheme), scheme["bits"],
         )  # fmt: skip
         quantization = quantize(folded_kernels, {x.name: x.kind for x in layers}, table, scheme)

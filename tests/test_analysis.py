@@ -18,14 +18,21 @@ from quantinit.analysis import (
     layer_specs,
     layer_weights,
     quantized_tensors,
+    quantized_tensors_of,
 )
-from quantinit.layerfiles import load_folded, load_layers, save_layers, save_weights
-from quantinit.models import build_model, weighted_layers
+from quantinit.layerfiles import (
+    load_folded,
+    load_layers,
+    load_tensor_kinds,
+    save_layers,
+    save_weights,
+)
+from quantinit.models import build_model, layer_plan, weighted_layers
 from quantinit.quantization import fake_quant_reference
 from quantinit.registry import ARCHITECTURES
 from quantinit.stats import average_channel_precision, percentile_range, softmax
 
-from keras_models import two_layer_model
+from keras_models import residual_model, two_layer_model
 
 SMALL = dict(width_multiplier=0.25, dense=(32, 16))
 
@@ -58,7 +65,13 @@ def test_kernel_layers_match_the_architecture_plan(arch):
     assert [(k.order, k.name, k.kind, k.batchnorm, k.output) for k in found] == [
         (p.order, p.name, p.kind, p.batchnorm, p.activation) for p in planned
     ]
-    assert quantized_tensors(model) == ["rescale", *(p.activation for p in planned)]
+    # the input, every kernel layer's output and every Add's, in the plan's order, as the
+    # folded model names them (a BN without ReLU after it is folded away)
+    plan = layer_plan(arch, width_multiplier=0.25, dense=(32, 16))
+    outputs = [
+        spec["relu"] or spec["name"] for spec in plan if spec["kind"] not in ("pool", "flatten")
+    ]
+    assert quantized_tensors(model) == ["rescale", *outputs]
 
 
 @pytest.mark.parametrize(
@@ -81,7 +94,11 @@ def test_folded_model_gives_the_same_logits(arch):
     )
 
 
-@pytest.mark.parametrize("arch", ["Regular_Conv_With_BN", "DWS_Conv_With_BN", "DWS_Conv_No_BN"])
+@pytest.mark.parametrize(
+    "arch",
+    ["Regular_Conv_With_BN", "DWS_Conv_With_BN", "DWS_Conv_No_BN", "Residual_With_BN",
+     "InvResidual_With_BN"],
+)  # fmt: skip
 def test_folding_from_the_layers_file_is_the_keras_fold(arch, tmp_path):
     """What rule fold_bn does without Keras (layers.npz -> weights.npz) and what the stages
     that run the network rebuild from it equal folding the Keras model in memory."""
@@ -97,7 +114,10 @@ def test_folding_from_the_layers_file_is_the_keras_fold(arch, tmp_path):
     assert layers == kernel_layers(model)
     folded = fold_weights(specs, weights, layers)
     trained = {k.name: weights[k.name][0] for k in layers}
-    save_weights(tmp_path / "weights.npz", layers, trained, folded)
+    tensors = quantized_tensors_of(specs)
+    save_weights(tmp_path / "weights.npz", layers, trained, folded, tensors)
+    assert load_tensor_kinds(tmp_path / "weights.npz") == tensors
+    assert list(tensors) == quantized_tensors(model)
     in_memory, expected = fold_model(model)
     rebuilt = folded_model(model, load_folded(tmp_path / "weights.npz"))
     for k in layers:  # bit-identical, biases included
@@ -170,6 +190,33 @@ def test_quantized_model_equals_quantizing_by_hand(granularity):
     step = (1.3 + 2.1) / 255
     assert len(np.unique(np.round(grid / step, 3))) <= 256
     np.testing.assert_allclose(np.round(grid / step) * step, grid, atol=1e-5)
+
+
+def test_residual_quantized_model_equals_quantizing_by_hand():
+    """A kernel that feeds an Add is quantized before it, the Add's output after its ReLU:
+    what TFLite's ADD (two quantized inputs, fused ReLU) computes."""
+    model = residual_model()
+    assert quantized_tensors_of(layer_specs(model)) == {
+        "rescale": "input", "fc1_relu": "dense", "fc2": "dense", "add_relu": "add",
+        "logits": "dense",
+    }  # fmt: skip
+    scheme = {"bits": 8, "granularity": "per_tensor", "symmetric": False}
+    bounds = {"rescale": (0.0, 1.0), "fc1_relu": (0.0, 1.7), "fc2": (-1.2, 0.9),
+              "add_relu": (0.0, 2.3), "logits": (-2.1, 1.3)}  # fmt: skip
+    quantized = build_quantized_model(model, bounds, scheme)
+    x = images(16, seed=2)
+
+    def weights(name):
+        w, b = model.get_layer(name).get_weights()
+        return fake_quant_reference(w, min(w.min(), 0), max(w.max(), 0)), b
+
+    (w1, b1), (w2, b2), (w3, b3) = (weights(n) for n in ("fc1", "fc2", "logits"))
+    h = fake_quant_reference(x.reshape(16, -1) / np.float32(255), 0.0, 1.0)
+    h = fake_quant_reference(np.maximum(h @ w1 + b1, 0), 0.0, 1.7)
+    body = fake_quant_reference(h @ w2 + b2, -1.2, 0.9)
+    s = fake_quant_reference(np.maximum(body + h, 0), 0.0, 2.3)
+    logits = fake_quant_reference(s @ w3 + b3, -2.1, 1.3)
+    np.testing.assert_allclose(quantized.predict(x, verbose=0), softmax(logits), atol=2e-3)
 
 
 def test_quantized_model_is_close_to_float_with_calibrated_ranges():

@@ -63,7 +63,8 @@ def test_layerwise_table_by_hand(tmp_path):
         "conv1": {"kernel": conv, "bias": np.zeros(4, "float32")},
         "block1_dw": {"kernel": folded_dw, "bias": np.ones(4, "float32")},
     }
-    save_weights(tmp_path / "w.npz", layers, {"conv1": conv, "block1_dw": depthwise}, folded)
+    kinds = {"rescale": "input", "conv1_relu": "conv", "block1_dw_relu": "depthwise"}
+    save_weights(tmp_path / "w.npz", layers, {"conv1": conv, "block1_dw": depthwise}, folded, kinds)
     layers_back, trained, folded_kernels = load_weights(tmp_path / "w.npz")
     assert [vars(la) for la in layers_back] == [vars(la) for la in layers]
     calibration = pd.DataFrame(

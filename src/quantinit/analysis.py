@@ -7,7 +7,8 @@ simulated quantized model inserts TensorFlow FakeQuant ops after every quantized
 carries fake-quantized kernels.
 
 Quantized tensors, in order: the rescaled input image, the output of every kernel layer
-after its ReLU (conv, depthwise, pointwise, dense), and the logits. Max-pooling and
+after its ReLU (conv, depthwise, pointwise, dense), the logits, and in residual networks
+every Add's output (after its ReLU). Max-pooling and
 flattening keep their input's quantization, as in TFLite.
 """
 
@@ -120,13 +121,35 @@ def kernel_layers_of(specs: list[dict]) -> list[KernelLayer]:
 
 
 def kernel_layers(model) -> list[KernelLayer]:
-    """The kernel layers of a Keras chain model (kernel_layers_of its layer_specs)."""
+    """The kernel layers of a Keras model (kernel_layers_of its layer_specs)."""
     return kernel_layers_of(layer_specs(model))
+
+
+ADD = "add"  # the kind of a residual Add's output among the quantized tensors
+
+
+def quantized_tensors_of(specs: list[dict]) -> dict[str, str]:
+    """{layer whose output is quantized: kind} in network order: the input image (kind
+    input), every kernel layer's output (its kind) and every Add's output (kind add; its
+    ReLU's where a ReLU is its only reader, as TFLite fuses it into ADD). A kernel layer
+    that feeds an Add is quantized before it: TFLite's ADD takes two quantized inputs."""
+    readers = _readers(specs)
+    outputs = {k.name: (k.output, k.kind) for k in kernel_layers_of(specs)}
+    tensors = {INPUT_TENSOR: "input"}
+    for spec in specs:
+        if spec["name"] in outputs:
+            name, kind = outputs[spec["name"]]
+            tensors[name] = kind
+        elif spec["class"] == "Add":
+            following = readers[spec["name"]]
+            relu = len(following) == 1 and following[0]["class"] == "ReLU"
+            tensors[following[0]["name"] if relu else spec["name"]] = ADD
+    return tensors
 
 
 def quantized_tensors(model) -> list[str]:
     """Names of the layers whose outputs the quantized model quantizes, in order."""
-    return [INPUT_TENSOR, *(k.output for k in kernel_layers(model))]
+    return list(quantized_tensors_of(layer_specs(model)))
 
 
 def rebuild_model(model, transform):

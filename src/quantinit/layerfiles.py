@@ -11,14 +11,18 @@ import json
 import numpy as np
 
 
-def save_weights(path, layers, trained: dict, folded: dict) -> None:
-    """Write trained and BN-folded kernels (and folded biases) of every kernel layer.
+def save_weights(path, layers, trained: dict, folded: dict, tensors: dict) -> None:
+    """Write trained and BN-folded kernels (and folded biases) of every kernel layer, and
+    the network's quantized tensors ({layer: kind}, analysis.quantized_tensors_of).
 
     `layers`: KernelLayer-like objects; stored as JSON so numpy-only stages can read them.
     """
     from quantinit.io import atomic_path
 
-    arrays = {"layers": np.array(json.dumps([dict(vars(layer)) for layer in layers]))}
+    arrays = {
+        "layers": np.array(json.dumps([dict(vars(layer)) for layer in layers])),
+        "tensors": np.array(json.dumps(list(tensors.items()))),
+    }
     for layer in layers:
         arrays[f"{layer.name}/kernel"] = trained[layer.name]
         arrays[f"{layer.name}/folded_kernel"] = folded[layer.name]["kernel"]
@@ -36,6 +40,12 @@ def load_weights(path):
         trained = {layer.name: stored[f"{layer.name}/kernel"] for layer in layers}
         folded = {layer.name: stored[f"{layer.name}/folded_kernel"] for layer in layers}
     return layers, trained, folded
+
+
+def load_tensor_kinds(path) -> dict[str, str]:
+    """{quantized tensor: kind} in network order, as save_weights wrote them."""
+    with np.load(path) as stored:
+        return dict(json.loads(str(stored["tensors"])))
 
 
 def load_folded(path) -> dict:

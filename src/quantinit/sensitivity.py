@@ -45,11 +45,17 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from quantinit.analysis import build_quantized_model, capture_model, kernel_layers
+from quantinit.analysis import (
+    build_quantized_model,
+    capture_model,
+    kernel_layers,
+    layer_specs,
+    quantized_tensors_of,
+)
 from quantinit.folding import channel_axis
 from quantinit.quantization import activation_range, fake_quantize, nudged_range, weight_range
 from quantinit.stats import qce
-from quantinit.tables import accuracy, quantized_activation_bounds, tensor_kinds
+from quantinit.tables import accuracy, quantized_activation_bounds
 
 UNIFORM_ROUNDING_RMSE = 1 / np.sqrt(12)  # rmse / step of rounding uniformly spread values
 
@@ -129,7 +135,7 @@ def quantization_error_table(
     """
     if len(images) == 0:
         raise ValueError("need at least one image")
-    kinds = tensor_kinds(kernel_layers(folded_model))
+    kinds = quantized_tensors_of(layer_specs(folded_model))
     names = [name for name in kinds if name in bounds]
     quantized = build_quantized_model(folded_model, bounds, scheme)
     probe = _batched(

@@ -165,11 +165,6 @@ def quantization_table(folded: dict, kinds: dict, bounds: dict, scheme: dict):
     return pd.DataFrame(records)
 
 
-def tensor_kinds(layers) -> dict:
-    """{quantized tensor: kind}: the input image, then each kernel layer's output."""
-    return {"rescale": "input", **{layer.output: layer.kind for layer in layers}}
-
-
 def quantize(folded: dict, layer_kinds: dict, calibration: pd.DataFrame, scheme: dict):
     """Quantization table of every folded kernel ({layer: kernel}, `layer_kinds` {layer:
     kind}) and every calibrated activation, with the scheme's calibration method."""

@@ -8,15 +8,13 @@ import numpy as np
 from quantinit.cellfiles import placeholder_rows, scheme_cell, write_table
 from quantinit.data import load_dataset
 from quantinit.io import start_job
-from quantinit.layerfiles import load_folded, load_weights
+from quantinit.layerfiles import load_folded, load_tensor_kinds
 from quantinit.registry import STATUS_DIVERGED
 from quantinit.sampling import calibration_indices
-from quantinit.tables import tensor_kinds
 
 start_job(snakemake)
 cell = scheme_cell(snakemake.input.cell, snakemake.wildcards.scheme)
-layers, _, _ = load_weights(snakemake.input.weights)
-kinds = tensor_kinds(layers)
+kinds = load_tensor_kinds(snakemake.input.weights)
 num_samples, percentile = snakemake.params.num_samples, snakemake.params.percentile
 
 if cell["status"] == STATUS_DIVERGED:
