@@ -12,7 +12,9 @@ from quantinit.analysis import (
     capture,
     fold_model,
     kernel_layers,
+    layer_specs,
     quantized_tensors,
+    quantized_tensors_of,
 )
 from quantinit.models import build_model
 from quantinit.quantization import fake_quant_reference
@@ -208,14 +210,21 @@ def test_sensitivity_equals_quantizing_one_layer_by_hand():
         {"bits": 8, "granularity": "per_tensor", "symmetric": False},
     ],
 )
-def test_switchable_model_matches_float_and_quantized_models_with_one_trace(scheme):
-    model = build_model("DWS_Conv_With_BN", "HeUni", 0, width_multiplier=0.25, dense=(32, 16))
+@pytest.mark.parametrize("arch", ["DWS_Conv_With_BN", "Residual_With_BN"])
+def test_switchable_model_matches_float_and_quantized_models_with_one_trace(scheme, arch):
+    model = build_model(arch, "HeUni", 0, width_multiplier=0.25, dense=(32, 16))
     folded, _ = fold_model(model)
     x = images(40, seed=6)
     acts = capture(folded, x, quantized_tensors(folded))
     bounds = {name: (float(a.min()), float(a.max())) for name, a in acts.items()}
     switchable = SwitchableQuantizedModel(folded, bounds, scheme)
-    assert switchable.switches == ["rescale", *(k.name for k in switchable.layers)]
+    # a switch per kernel layer (kernel and output), the input, and each Add's output
+    adds = [name for name, kind in quantized_tensors_of(layer_specs(folded)).items()
+            if kind == "add"]  # fmt: skip
+    assert (len(adds) == 5) == (arch == "Residual_With_BN")
+    assert sorted(switchable.switches) == sorted(
+        ["rescale", *(k.name for k in switchable.layers), *adds]
+    )
     p_float = folded.predict(x, batch_size=16, verbose=0)
     p_quant = build_quantized_model(folded, bounds, scheme).predict(x, batch_size=16, verbose=0)
     assert not np.array_equal(p_float, p_quant)

@@ -20,7 +20,7 @@ from quantinit.tflite import (
     tflite_tensor_details,
 )
 
-ARCHS = ("Regular_Conv_No_BN", "DWS_Conv_No_BN")
+ARCHS = ("Regular_Conv_No_BN", "DWS_Conv_No_BN", "Residual_No_BN", "InvResidual_No_BN")
 # width_multiplier scales the dense layers too: (256, 128) * 0.125 gives 32 and 16 units.
 SMALL = {"width_multiplier": 0.125, "dense": (256, 128)}
 LOGIT_STD = 3.0
