@@ -45,6 +45,15 @@ def test_default_config_is_the_48_cell_study(tmp_path):
     assert counts["prepare_data"] == 1
 
 
+def test_the_block_types_overlay_adds_their_cells(tmp_path):
+    """config/blocks.yaml: the paper's four architectures and the sequel's four, 96 cells."""
+    blocks = yaml.safe_load((REPO / "config" / "blocks.yaml").read_text())
+    assert blocks["architectures"][:4] == TINY["architectures"]
+    result = dry_run(tmp_path, blocks)
+    assert result.returncode == 0, result.stderr
+    assert planned_jobs(result.stdout)["train"] == 96
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [

@@ -727,3 +727,43 @@ def test_adding_a_training_variant_trains_and_analyses_only_it(tiny_study):
     jobs = planned_jobs(snakemake(tiny_study, "-n", *EVERYTHING).stdout)
     assert jobs == {"collect_variants": 2, "variants": 1, "all": 1}
     assert snakemake(tiny_study, *EVERYTHING).returncode == 0
+
+
+BLOCK_CELLS = {arch: f"results/{arch}/HeUni/seed0/epoch1" for arch in ("Residual_With_BN",
+               "InvResidual_No_BN")}  # fmt: skip
+
+
+def test_residual_blocks_run_the_whole_chain(tiny_study):
+    """One cell of each block type of the sequel, asked for by path: trained, folded (the
+    calibrate job checks the fold), calibrated with the Add outputs among the quantized
+    tensors, quantized, evaluated with a TFLite model whose ADD ops match, layerwise and
+    sensitivity tables with a row per kernel layer."""
+    targets = [f"{cell}/q/quint8/{name}.parquet" for cell in BLOCK_CELLS.values()
+               for name in ("metrics", "layerwise", "sensitivity")]  # fmt: skip
+    result = snakemake(tiny_study, *targets)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for arch, cell in BLOCK_CELLS.items():
+        q = tiny_study / cell / "q" / "quint8"
+        layers = json.loads(
+            str(np.load(tiny_study / cell / "weights.npz")["layers"])
+        )  # fmt: skip
+        calibration = pd.read_parquet(q / "calibration.parquet")
+        adds = calibration[calibration.kind == "add"]
+        # residual: an Add (and its ReLU) per block; inverted: where the shapes match
+        assert len(adds) == {"Residual_With_BN": 5, "InvResidual_No_BN": 3}[arch]
+        assert calibration.order.tolist() == list(range(len(calibration)))
+        assert len(calibration) == 1 + len(layers) + len(adds)
+        activations = pd.read_parquet(q / "quantization.parquet").query("role == 'activation'")
+        assert set(adds.tensor) <= set(activations.tensor)
+        metrics = pd.read_parquet(q / "metrics.parquet").iloc[0]
+        # one epoch at width x0.125 need not learn; every stage runs all the same
+        assert metrics.status != "diverged" and metrics.fp32_accuracy > 0
+        assert pd.isna(metrics.tflite_error) and metrics.tflite_int8_accuracy > 0
+        details = tflite_tensor_details((q / "model_int8.tflite").read_bytes())
+        add_ops = {d["op"] for d in details if d["role"] == "activation" and d["op"] == "ADD"}
+        assert add_ops == {"ADD"}
+        assert len(pd.read_parquet(q / "layerwise.parquet")) == len(layers)
+        sensitivity = pd.read_parquet(q / "sensitivity.parquet")
+        assert sensitivity.layer.tolist() == [layer["name"] for layer in layers]
+        quant_error = pd.read_parquet(q / "quant_error.parquet")
+        assert quant_error.tflite_sqnr_db.notna().all()

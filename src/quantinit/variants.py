@@ -35,7 +35,15 @@ OVERRIDABLE = (
 )
 
 # The model section's keys: they change the network, so they make an architecture.
-LAYER_KEYS = ("width_multiplier", "first_conv", "stages", "dense", "bn_momentum", "bn_epsilon")
+LAYER_KEYS = (
+    "width_multiplier",
+    "first_conv",
+    "stages",
+    "dense",
+    "bn_momentum",
+    "bn_epsilon",
+    "expansion",
+)
 
 # Where the reference's cells live: the results folder itself (today's paths).
 REFERENCE_DIR = ""

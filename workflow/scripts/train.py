@@ -52,6 +52,7 @@ build_core = functools.partial(
     width_multiplier=model_config["width_multiplier"],
     bn_momentum=model_config["bn_momentum"],
     bn_epsilon=model_config["bn_epsilon"],
+    expansion=model_config["expansion"],
 )
 dynamics_settings = snakemake.params.dynamics
 record_dynamics = None
