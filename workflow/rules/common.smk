@@ -95,6 +95,9 @@ wildcard_constraints:
     seed=r"\d+",
     epoch=r"\d+",
     scheme="|".join(SCHEMES),
+    # (?:...): with the reference alone the alternation is "", which Snakemake would replace
+    # by its default ".+"; then no rule makes the reference's files and a dry run calls
+    # them up to date instead of planning them
     variant_dir="(?:" + "|".join(re.escape(folder) for folder in VARIANTS) + ")",
 
 
