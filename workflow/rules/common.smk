@@ -30,7 +30,12 @@ from quantinit.config_checks import (
 from quantinit.provenance import LibraryMismatch, check_installed_library, code_hashes
 from quantinit.registry import ARCHITECTURES, INITIALIZERS
 from quantinit.schemes import clipping_percentile
-from quantinit.variants import analyzed_epochs, variant_dirs, variant_training
+from quantinit.variants import (
+    REFERENCE_DIR,
+    analyzed_epochs,
+    variant_dirs,
+    variant_training,
+)
 
 try:
     check_moved_keys(config)  # a key an older version had: say where it went
@@ -67,7 +72,7 @@ STATE = config["state_dir"]
 # Training variants by their path segment: "" for the reference (the training section),
 # "variants/<name>/" for each override (quantinit.variants)
 VARIANTS = variant_dirs(config["variants"])
-REFERENCE_VARIANT = ""
+REFERENCE_VARIANT = REFERENCE_DIR
 VARIANT_TRAINING = {
     folder: variant_training(config["training"], config["variants"], name)
     for folder, name in VARIANTS.items()
