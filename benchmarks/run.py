@@ -40,7 +40,7 @@ from quantinit.registry import ARCHITECTURES as ARCHITECTURE_SPECS  # noqa: E402
 from quantinit.workflow_tools import deep_update, planned_jobs  # noqa: E402
 
 ARCHITECTURES = list(ARCHITECTURE_SPECS)
-# Per-cell stages after training, in workflow order, and which of them import TensorFlow.
+# Per-cell stages after training, in workflow order (TF_STAGES: which import TensorFlow).
 ANALYSIS_STAGES = [
     "export_checkpoint",
     "fold_bn",
@@ -52,8 +52,9 @@ ANALYSIS_STAGES = [
 ]
 # shared by every quantization scheme (under epoch<E>/); the others run per scheme
 SHARED_STAGES = {"export_checkpoint", "fold_bn"}
-ALL_STAGES = ["prepare_data", "train", *ANALYSIS_STAGES]
-TF_STAGES = {"train", "calibrate", "evaluate", "quant_sensitivity"}
+# build_engine runs once per architecture, not per cell: reported beside the chain
+ALL_STAGES = ["prepare_data", "train", "build_engine", *ANALYSIS_STAGES]
+TF_STAGES = {"train", "build_engine", "evaluate"}
 GROUPS = ["training", "stages", "workflow", "evaluation", "memory"]
 
 TARGET_TRAIN_RATIO = 0.95
@@ -354,24 +355,32 @@ def worker_evaluate(spec: dict) -> dict:
         model, result["load_s"] = _timed(keras.models.load_model, epoch_dir / "model.keras")
         measure_keras(model)
     elif backend == "quint8":  # what rules calibrate, quantize and evaluate do, defaults
-        from quantinit.analysis import build_quantized_model, folded_model
         from quantinit.calibration import calibrate
+        from quantinit.engine import Engine, QuantizedNetwork
         from quantinit.layerfiles import load_folded, load_tensor_kinds, load_weights
         from quantinit.schemes import clipping_percentile
         from quantinit.tables import quantize, quantized_activation_bounds
 
         scheme = schema_defaults()["quantization"]["schemes"][0]  # the paper's quint8
-        model = keras.models.load_model(epoch_dir / "model.keras")
-        folded = folded_model(model, load_folded(epoch_dir / "weights.npz"))
+        engine_files = (f"{spec['engine']}.tflite", f"{spec['engine']}.json")
+        threads = spec["threads"] or None  # 0: LiteRT's default, as TensorFlow's
+        folded = load_folded(epoch_dir / "weights.npz")
         layers, _, folded_kernels = load_weights(epoch_dir / "weights.npz")
+        engine, result["load_s"] = _timed(Engine.load, *engine_files, num_threads=threads)
         table, result["calibration_s"] = _timed(
-            calibrate, folded, calibration_images(), load_tensor_kinds(epoch_dir / "weights.npz"),
-            clipping_percentile(scheme), scheme["bits"],
+            calibrate, engine, folded, calibration_images(),
+            load_tensor_kinds(epoch_dir / "weights.npz"), clipping_percentile(scheme),
+            scheme["bits"],
         )  # fmt: skip
         quantization = quantize(folded_kernels, {x.name: x.kind for x in layers}, table, scheme)
         bounds = quantized_activation_bounds(quantization)
-        quantized, result["build_s"] = _timed(build_quantized_model, folded, bounds, scheme)
-        measure_keras(quantized)
+        for batch in spec["batch_sizes"]:
+            engine = Engine.load(*engine_files, num_threads=threads, batch_size=batch)
+            network, result["build_s"] = _timed(QuantizedNetwork, engine, folded, bounds, scheme)
+            network.configure_all()
+            network.predict(images[:batch])  # loads the weights into LiteRT
+            _, seconds = _timed(network.predict, images)
+            result["throughput"][f"b{batch}"] = n / seconds
     elif backend == "litert":
         from quantinit.tflite import convert_full_integer, run_tflite
 
@@ -706,6 +715,7 @@ def bench_stages(args, rows: Rows, workdir: Path) -> dict:
     bench_files = {
         "prepare_data": workdir / "results" / "benchmarks" / "prepare_data.tsv",
         "train": cell / "train" / "benchmark.tsv",
+        "build_engine": workdir / "results" / "engines" / "benchmarks" / f"{args.cell_arch}.tsv",
         **{
             s: (epoch_dir if s in SHARED_STAGES else epoch_dir / "q" / SCHEME)
             / "benchmarks"
@@ -779,12 +789,25 @@ def bench_stages(args, rows: Rows, workdir: Path) -> dict:
         met=chain_work < epoch_s,
         detail="same, start-up/imports subtracted; ratio = / train_epoch",
     )
+    rows.add(
+        "stages",
+        "analysis_chain.wall_with_engine",
+        chain_wall + stage_wall["build_engine"],
+        "s",
+        detail="the chain plus build_engine, which a study runs once per architecture "
+        "(shared by its cells)",
+    )
     log(
         f"  epoch {epoch_s:.2f} s; analysis chain wall {chain_wall:.2f} s "
         f"({chain_wall / epoch_s:.2f} epochs), work {chain_work:.2f} s "
-        f"({chain_work / epoch_s:.2f} epochs)"
+        f"({chain_work / epoch_s:.2f} epochs); build_engine {stage_wall['build_engine']:.2f} s "
+        "per architecture"
     )
-    return {"epoch_dir": epoch_dir, "dataset": workdir / "results" / "data" / "dataset.npz"}
+    return {
+        "epoch_dir": epoch_dir,
+        "dataset": workdir / "results" / "data" / "dataset.npz",
+        "engine": workdir / "results" / "engines" / args.cell_arch,
+    }
 
 
 # --------------------------------------------------------------------------- 3. workflow
@@ -864,12 +887,13 @@ def bench_evaluation(args, rows: Rows, cell: dict, scratch: Path) -> None:
         "data": synthetic_file(scratch, 10, args.eval_images, seed=1),
         "epoch_dir": str(cell["epoch_dir"]),
         "dataset": str(cell["dataset"]),
+        "engine": str(cell["engine"]),
         "batch_sizes": args.eval_batches,
         "litert_threads": args.litert_threads,
         "calibration": min(1024, args.cell_train),
         "threads": args.threads,
     }
-    labels = {"float": "keras_float", "quint8": "simulated_quint8", "litert": "litert_int8"}
+    labels = {"float": "keras_float", "quint8": "engine_quint8", "litert": "litert_int8"}
     results = {}
     for backend, label in labels.items():
         log(f"evaluation: {label} on {args.eval_images} images")
@@ -896,9 +920,15 @@ def bench_evaluation(args, rows: Rows, cell: dict, scratch: Path) -> None:
         "quint8.calibration",
         results["quint8"]["calibration_s"],
         "s",
-        detail=f"calibration.calibrate of {spec['calibration']} images (first call, traced)",
+        detail=f"calibration.calibrate of {spec['calibration']} images on the engine",
     )
-    rows.add("evaluation", "quint8.build_model", results["quint8"]["build_s"], "s")
+    rows.add(
+        "evaluation",
+        "quint8.build_network",
+        results["quint8"]["build_s"],
+        "s",
+        detail="engine.QuantizedNetwork: fake-quantized kernels, fake-quant rows",
+    )
     rows.add(
         "evaluation",
         "litert.conversion",

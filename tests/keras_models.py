@@ -39,3 +39,35 @@ def residual_model():
     model.get_layer("fc2").set_weights([rng.normal(0, 0.5, (6, 6)), rng.normal(0, 0.1, 6)])
     model.get_layer("logits").set_weights([rng.normal(0, 0.5, (6, 4)), rng.normal(0, 0.1, 4)])
     return model
+
+
+def keras_capture(model, images, names):
+    """{layer: its output on `images`} of a Keras model, by Keras itself."""
+    probe = keras.Model(model.input, [model.get_layer(n).output for n in names])
+    outputs = probe.predict(images, verbose=0)
+    return dict(zip(names, outputs if len(names) > 1 else [outputs], strict=True))
+
+
+def engine_of(model, batch_size=256):
+    """The engine of a BN-free Keras model, with the model's own weights set."""
+    from quantinit.analysis import kernel_layers
+    from quantinit.engine import Engine, build_engine, folded_weights
+
+    engine = Engine(*build_engine(model), batch_size=batch_size)
+    engine.set_weights(folded_weights(folded_of(model, kernel_layers(model))))
+    return engine
+
+
+def folded_of(model, layers):
+    """{layer: {"kernel", "bias"}} of a BN-free Keras model's kernel layers."""
+    return {k.name: dict(zip(("kernel", "bias"), model.get_layer(k.name).get_weights(),
+                             strict=True)) for k in layers}  # fmt: skip
+
+
+def quantized_network(model, bounds, scheme, batch_size=256):
+    """engine.QuantizedNetwork of a BN-free Keras model with its own weights."""
+    from quantinit.analysis import kernel_layers
+    from quantinit.engine import QuantizedNetwork
+
+    engine = engine_of(model, batch_size)
+    return QuantizedNetwork(engine, folded_of(model, kernel_layers(model)), bounds, scheme)

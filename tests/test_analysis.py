@@ -1,4 +1,5 @@
-"""BN folding of whole models and the simulated quantized model, against hand calculations."""
+"""BN folding of whole models and the statistics recorded in training, against hand
+calculations."""
 
 import keras
 import numpy as np
@@ -7,8 +8,6 @@ import pytest
 from quantinit.analysis import (
     FoldingError,
     LayerDynamics,
-    build_quantized_model,
-    capture,
     check_folding,
     fold_model,
     fold_weights,
@@ -28,11 +27,10 @@ from quantinit.layerfiles import (
     save_weights,
 )
 from quantinit.models import build_model, layer_plan, weighted_layers
-from quantinit.quantization import fake_quant_reference
 from quantinit.registry import ARCHITECTURES
-from quantinit.stats import average_channel_precision, percentile_range, softmax
+from quantinit.stats import average_channel_precision, percentile_range
 
-from keras_models import residual_model, two_layer_model
+from keras_models import keras_capture
 
 SMALL = dict(width_multiplier=0.25, dense=(32, 16))
 
@@ -84,8 +82,8 @@ def test_folded_model_gives_the_same_logits(arch):
     assert not any(isinstance(la, keras.layers.BatchNormalization) for la in folded.layers)
     assert [k.name for k in kernel_layers(folded)] == [k.name for k in kernel_layers(model)]
     x = images(32)
-    original = capture(model, x, ["logits"])["logits"]
-    refolded = capture(folded, x, ["logits"])["logits"]
+    original = keras_capture(model, x, ["logits"])["logits"]
+    refolded = keras_capture(folded, x, ["logits"])["logits"]
     # float32 round-off: relative to the logits' scale
     np.testing.assert_allclose(refolded, original, rtol=0, atol=1e-4 * np.abs(original).max())
     second = kernel_layers(model)[1].name  # block1_dw or block1_conv
@@ -131,16 +129,20 @@ def test_folding_from_the_layers_file_is_the_keras_fold(arch, tmp_path):
     np.testing.assert_array_equal(rebuilt.predict(x, verbose=0), in_memory.predict(x, verbose=0))
 
 
+def logits_of(*models, n=16):
+    return [keras_capture(m, images(n), ["logits"])["logits"] for m in models]
+
+
 def test_folding_check_passes_a_fold_and_fails_a_wrong_one():
     model = build_model("Regular_Conv_With_BN", "HeUni", 0, **SMALL)
     randomize_batchnorm(model)
     folded, _ = fold_model(model)
-    assert check_folding(model, folded, images(16)) < 1e-4
+    assert check_folding(*logits_of(model, folded)) < 1e-4
     layer = kernel_layers(model)[3].name  # a BN-folded conv in the middle of the network
     kernel, bias = folded.get_layer(layer).get_weights()
     folded.get_layer(layer).set_weights([kernel, bias + 0.5])  # a misplaced BN shift
     with pytest.raises(FoldingError, match="folding is wrong for this model"):
-        check_folding(model, folded, images(16))
+        check_folding(*logits_of(model, folded))
 
 
 def test_folding_check_accepts_an_exploded_network_that_folds_to_itself():
@@ -150,9 +152,9 @@ def test_folding_check_accepts_an_exploded_network_that_folds_to_itself():
         layer = model.get_layer(name)
         layer.set_weights([w * 1e30 for w in layer.get_weights()])
     folded, _ = fold_model(model)
-    logits = capture(model, images(4), ["logits"])["logits"]
+    logits, folded_logits = logits_of(model, folded, n=4)
     assert not np.isfinite(logits).all()
-    assert check_folding(model, folded, images(4)) == 0
+    assert check_folding(logits, folded_logits) == 0
 
 
 def test_model_without_batchnorm_folds_to_itself():
@@ -162,78 +164,6 @@ def test_model_without_batchnorm_folds_to_itself():
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("granularity", ["per_tensor", "per_channel"])
-def test_quantized_model_equals_quantizing_by_hand(granularity):
-    model = two_layer_model()
-    scheme = {"bits": 8, "granularity": granularity, "symmetric": False}
-    bounds = {"rescale": (0.0, 1.0), "fc1_relu": (0.0, 1.7), "logits": (-2.1, 1.3)}
-    quantized = build_quantized_model(model, bounds, scheme)
-    x = images(16, seed=2)
-
-    def quant_weights(w):
-        if granularity == "per_tensor":
-            return fake_quant_reference(w, min(w.min(), 0), max(w.max(), 0))
-        lo, hi = np.minimum(w.min(axis=0), 0), np.maximum(w.max(axis=0), 0)
-        return fake_quant_reference(w, lo, hi, channel_axis=1)
-
-    w1, b1 = model.get_layer("fc1").get_weights()
-    w2, b2 = model.get_layer("logits").get_weights()
-    h = fake_quant_reference(x.reshape(16, -1) / np.float32(255), 0.0, 1.0)
-    h = fake_quant_reference(np.maximum(h @ quant_weights(w1) + b1, 0), 0.0, 1.7)
-    logits = fake_quant_reference(h @ quant_weights(w2) + b2, -2.1, 1.3)
-    expected = softmax(logits)
-    got = np.asarray(quantized.predict(x, verbose=0))
-    # Up to float32 summation order; a flipped rounding would show as a whole step (~0.013).
-    np.testing.assert_allclose(got, expected, atol=2e-3)
-    # and quantization really happened: logits lie on the 8-bit grid of [-2.1, 1.3]
-    grid = capture(quantized, x, ["logits_quant"])["logits_quant"]
-    step = (1.3 + 2.1) / 255
-    assert len(np.unique(np.round(grid / step, 3))) <= 256
-    np.testing.assert_allclose(np.round(grid / step) * step, grid, atol=1e-5)
-
-
-def test_residual_quantized_model_equals_quantizing_by_hand():
-    """A kernel that feeds an Add is quantized before it, the Add's output after its ReLU:
-    what TFLite's ADD (two quantized inputs, fused ReLU) computes."""
-    model = residual_model()
-    assert quantized_tensors_of(layer_specs(model)) == {
-        "rescale": "input", "fc1_relu": "dense", "fc2": "dense", "add_relu": "add",
-        "logits": "dense",
-    }  # fmt: skip
-    scheme = {"bits": 8, "granularity": "per_tensor", "symmetric": False}
-    bounds = {"rescale": (0.0, 1.0), "fc1_relu": (0.0, 1.7), "fc2": (-1.2, 0.9),
-              "add_relu": (0.0, 2.3), "logits": (-2.1, 1.3)}  # fmt: skip
-    quantized = build_quantized_model(model, bounds, scheme)
-    x = images(16, seed=2)
-
-    def weights(name):
-        w, b = model.get_layer(name).get_weights()
-        return fake_quant_reference(w, min(w.min(), 0), max(w.max(), 0)), b
-
-    (w1, b1), (w2, b2), (w3, b3) = (weights(n) for n in ("fc1", "fc2", "logits"))
-    h = fake_quant_reference(x.reshape(16, -1) / np.float32(255), 0.0, 1.0)
-    h = fake_quant_reference(np.maximum(h @ w1 + b1, 0), 0.0, 1.7)
-    body = fake_quant_reference(h @ w2 + b2, -1.2, 0.9)
-    s = fake_quant_reference(np.maximum(body + h, 0), 0.0, 2.3)
-    logits = fake_quant_reference(s @ w3 + b3, -2.1, 1.3)
-    np.testing.assert_allclose(quantized.predict(x, verbose=0), softmax(logits), atol=2e-3)
-
-
-def test_quantized_model_is_close_to_float_with_calibrated_ranges():
-    model = build_model("Regular_Conv_No_BN", "HeUni", 0, **SMALL)
-    x = images(64)
-    names = quantized_tensors(model)
-    acts = capture(model, x, names)
-    bounds = {n: (float(a.min()), float(a.max())) for n, a in acts.items()}
-    quantized = build_quantized_model(
-        model, bounds, {"bits": 8, "granularity": "per_tensor", "symmetric": False}
-    )
-    p_float = model.predict(x, verbose=0)
-    p_quant = quantized.predict(x, verbose=0)
-    assert np.abs(p_float - p_quant).mean() < 0.02
-    assert not np.array_equal(p_float, p_quant)
-
-
 @pytest.mark.parametrize("arch", ["Regular_Conv_With_BN", "DWS_Conv_No_BN"])
 def test_layer_dynamics_equal_statistics_computed_by_hand(arch):
     model = build_model(arch, "HeUni", 0, bn_momentum=0.9, **SMALL)
@@ -241,7 +171,7 @@ def test_layer_dynamics_equal_statistics_computed_by_hand(arch):
     probe = images(24)
     rows = LayerDynamics(model, probe, percentile=1.0)(3)
     layers = kernel_layers(model)
-    outputs = capture(model, probe, [layer.output for layer in layers])  # after the ReLU
+    outputs = keras_capture(model, probe, [layer.output for layer in layers])  # after the ReLU
     assert [row["layer"] for row in rows] == [layer.name for layer in layers]
     for row, layer in zip(rows, layers, strict=True):
         kernel = model.get_layer(layer.name).get_weights()[0]

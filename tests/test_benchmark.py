@@ -19,6 +19,7 @@ GROUPS = {"training", "stages", "workflow", "evaluation", "memory"}
 PER_CELL_STAGES = [
     "prepare_data",
     "train",
+    "build_engine",
     "export_checkpoint",
     "fold_bn",
     "calibrate",
@@ -60,6 +61,11 @@ def test_smoke_benchmark_reports_every_group(tmp_path):
     for stage in PER_CELL_STAGES:
         assert {f"{stage}.wall", f"{stage}.startup", f"{stage}.work"} <= stage_names, stage
 
+    assert {"analysis_chain.wall", "analysis_chain.wall_with_engine"} <= stage_names
+    chain = rows.set_index("name").value
+    assert chain["analysis_chain.wall_with_engine"] == pytest.approx(
+        chain["analysis_chain.wall"] + chain["build_engine.wall"]
+    )
     assert "noop_rerun_one_cell" in set(rows.name)
     assert "dry_run_144_cells" in set(rows.name)
     # smoke mode measures one GPU switch (XLA) against float32, so the switch path runs in CI

@@ -22,7 +22,7 @@ def test_each_env_installs_this_package_with_an_extra_pyproject_defines():
     extra, never a version of its own."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    assert [path.name for path in ENV_FILES] == ["analysis.yaml", "tensorflow.yaml"]
+    assert [path.name for path in ENV_FILES] == ["analysis.yaml", "litert.yaml", "tensorflow.yaml"]
     for env_file in ENV_FILES:
         env = yaml.safe_load(env_file.read_text())
         pip_sections = [d["pip"] for d in env["dependencies"] if isinstance(d, dict)]
@@ -74,17 +74,19 @@ def test_conda_envs_install_the_package_and_run_the_rules(tmp_path):
     )  # fmt: skip
     assert ran.returncode == 0, ran.stdout[-4000:] + ran.stderr[-4000:]
     envs = sorted((workdir / ".snakemake" / "conda").glob("*/bin/python"))
-    assert len(envs) == 2, envs  # analysis and tensorflow
+    assert len(envs) == 3, envs  # analysis, litert and tensorflow
     for python in envs:
         where = subprocess.run(
             [str(python), "-c", "import quantinit; print(quantinit.__file__)"],
             capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, cwd=tmp_path,
         )  # fmt: skip
         assert where.stdout.strip() == str(REPO / "src" / "quantinit" / "__init__.py")
-    has_tensorflow = [
-        subprocess.run([str(p), "-c", "import tensorflow"], capture_output=True).returncode == 0
-        for p in envs
-    ]
-    assert sorted(has_tensorflow) == [False, True]
+
+    def has(python, module):
+        return subprocess.run([str(python), "-c", f"import {module}"]).returncode == 0
+
+    # (TensorFlow, LiteRT) of each env: the numpy one, the LiteRT one, the TensorFlow one
+    has_modules = [(has(p, "tensorflow"), has(p, "ai_edge_litert")) for p in envs]
+    assert sorted(has_modules) == [(False, False), (False, True), (True, True)]
     metrics = pd.read_parquet(workdir / cell / "metrics.parquet")
     assert 0 <= metrics["fp32_accuracy"].iloc[0] <= 100  # percent

@@ -24,6 +24,7 @@ NUMPY_ONLY = [
     "quantinit.analysis",
     "quantinit.tflite",
     "quantinit.sensitivity",
+    "quantinit.engine",
     "quantinit.aggregate",
     "quantinit.figures",
     "quantinit.summary",

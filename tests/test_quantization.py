@@ -1,4 +1,5 @@
-"""Fake quantization: TF's op vs the NumPy reference, and both against hand-computed grids."""
+"""Fake quantization: TF's op vs the NumPy reference the workflow quantizes with, and both
+against hand-computed grids."""
 
 import numpy as np
 import pytest
@@ -9,10 +10,26 @@ from quantinit.quantization import (
     activation_range,
     dequantization_step,
     fake_quant_reference,
-    fake_quantize,
+    fake_quantize_kernel,
     nudged_range,
     weight_range,
 )
+
+
+def fake_quantize(x, qmin_real, qmax_real, bits=8, narrow_range=False, channel_axis=None):
+    """TensorFlow's FakeQuantWithMinMaxVars(PerChannel), the oracle: the per-channel op
+    quantizes along the last axis, so `channel_axis` is moved last and back."""
+    lo, hi = np.float32(qmin_real), np.float32(qmax_real)
+    tensor = tf.convert_to_tensor(x, dtype=tf.float32)
+    options = {"num_bits": bits, "narrow_range": narrow_range}
+    if channel_axis is None:
+        return tf.quantization.fake_quant_with_min_max_vars(tensor, lo, hi, **options).numpy()
+    axis = channel_axis % tensor.shape.rank
+    perm = [a for a in range(tensor.shape.rank) if a != axis] + [axis]
+    moved = tf.transpose(tensor, perm)
+    out = tf.quantization.fake_quant_with_min_max_vars_per_channel(moved, lo, hi, **options)
+    return tf.transpose(out, np.argsort(perm)).numpy()
+
 
 PER_TENSOR_8 = {"bits": 8, "granularity": "per_tensor", "symmetric": False}
 PER_CHANNEL_SYM_8 = {"bits": 8, "granularity": "per_channel", "symmetric": True}
@@ -142,20 +159,26 @@ def test_per_channel_by_hand():
         np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
-def test_return_type_follows_input():
-    x = np.array([0.3, -0.2], dtype=np.float32)
-    assert isinstance(fake_quantize(x, -1.0, 1.0), np.ndarray)
-    assert tf.is_tensor(fake_quantize(tf.constant(x), -1.0, 1.0))
+@pytest.mark.parametrize("kind", ["conv", "depthwise", "dense"])
+@pytest.mark.parametrize("scheme", [PER_TENSOR_8, PER_CHANNEL_SYM_8])
+def test_kernels_are_quantized_as_tensorflow_quantizes_them(kind, scheme):
+    shape = {"conv": (3, 3, 4, 5), "depthwise": (3, 3, 6, 1), "dense": (7, 3)}[kind]
+    w = np.random.default_rng(4).normal(0, 0.3, shape).astype(np.float32)
+    got, qrange = fake_quantize_kernel(w, kind, scheme)
+    axis = 2 if kind == "depthwise" else -1
+    per_channel = scheme["granularity"] == "per_channel"
+    for got_part, expected_part in zip(qrange, weight_range(w, scheme, axis), strict=True):
+        np.testing.assert_array_equal(got_part, expected_part)
+    expected = fake_quantize(w, *qrange, channel_axis=axis if per_channel else None)
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_invalid_ranges_raise():
     x = np.ones((2, 3), dtype=np.float32)
     with pytest.raises(ValueError, match="min < max"):
         fake_quant_reference(x, 1.0, 1.0)
-    with pytest.raises(ValueError, match="min < max"):
-        fake_quantize(x, 0.0, 0.0)
     with pytest.raises(ValueError, match="channel_axis=1"):
-        fake_quantize(x, [-1.0, -1.0], [1.0, 1.0], channel_axis=1)
+        fake_quant_reference(x, [-1.0, -1.0], [1.0, 1.0], channel_axis=1)
     with pytest.raises(ValueError, match="bits"):
         nudged_range(-1.0, 1.0, bits=1)
 

@@ -8,8 +8,6 @@ import pandas as pd
 import pytest
 
 from quantinit.analysis import (
-    build_quantized_model,
-    capture,
     fold_model,
     kernel_layers,
     layer_specs,
@@ -22,21 +20,21 @@ from quantinit.schemes import no_tflite_reason
 from quantinit.sensitivity import (
     UNIFORM_ROUNDING_RMSE,
     ErrorAccumulator,
-    SwitchableQuantizedModel,
     error_stats,
     measure_sensitivity,
     most_sensitive,
     quantization_error_table,
+    run_switches,
     sensitivity_table,
     sqnr_db,
     sqnr_table,
     weight_error_table,
 )
 from quantinit.stats import qce, softmax
-from quantinit.tables import quantize
+from quantinit.tables import quantize, quantized_activation_bounds
 
 from conftest import REPO
-from keras_models import two_layer_model
+from keras_models import folded_of, keras_capture, quantized_network, two_layer_model
 
 BOUNDS = {"rescale": (0.0, 1.0), "fc1_relu": (0.0, 1.7), "logits": (-2.1, 1.3)}
 PER_TENSOR = {"bits": 8, "granularity": "per_tensor", "symmetric": False}
@@ -128,7 +126,8 @@ def test_quantization_error_table_equals_quantizing_by_hand(granularity):
     model = two_layer_model()
     scheme = {**PER_TENSOR, "granularity": granularity}
     x = images(23, seed=2)
-    table = quantization_error_table(model, BOUNDS, scheme, x, batch_size=5)
+    network = quantized_network(model, BOUNDS, scheme, batch_size=5)  # 5 batches
+    table = quantization_error_table(network, x)
     assert list(table.tensor) == ["rescale", "fc1_relu", "logits"]
     assert list(table.order) == [0, 1, 2]
     assert list(table.kind) == ["input", "dense", "dense"]
@@ -137,7 +136,7 @@ def test_quantization_error_table_equals_quantizing_by_hand(granularity):
         scale = step(*BOUNDS[row.tensor])
         assert row.scale == pytest.approx(scale, rel=1e-5)
         expected = numpy_stats(*values[row.tensor], scale)
-        # float32 summation order differs between TF and numpy
+        # float32 summation order differs between LiteRT and numpy
         assert row.mse == pytest.approx(expected["mse"], rel=1e-3)
         assert row.mae == pytest.approx(expected["mae"], rel=1e-3)
         assert row.max_abs == pytest.approx(expected["max_abs"], rel=1e-3, abs=1e-6)
@@ -150,7 +149,9 @@ def test_quantization_error_table_equals_quantizing_by_hand(granularity):
 @pytest.mark.parametrize("granularity", ["per_tensor", "per_channel"])
 def test_weight_error_table_equals_quantizing_by_hand(granularity):
     model = two_layer_model()
-    table = weight_error_table(model, {**PER_TENSOR, "granularity": granularity})
+    layers = kernel_layers(model)
+    scheme = {**PER_TENSOR, "granularity": granularity}
+    table = weight_error_table(folded_of(model, layers), layers, scheme)
     assert list(table.layer) == ["fc1", "logits"]
     assert list(table.kind) == ["dense", "dense"]
     for row in table.itertuples():
@@ -176,7 +177,8 @@ def test_sensitivity_equals_quantizing_one_layer_by_hand():
     # half the labels agree with the float model, so accuracies are far from 0 and 100
     labels = np.where(rng.uniform(size=64) < 0.5, p_fp32.argmax(1), rng.integers(0, 4, 64))
     # 4 bits: every configuration's QCE differs from the others by far more than round-off
-    table = sensitivity_table(model, BOUNDS, {**PER_TENSOR, "bits": 4}, x, labels, batch_size=24)
+    network = quantized_network(model, BOUNDS, {**PER_TENSOR, "bits": 4}, batch_size=16)
+    table = sensitivity_table(run_switches(network, x, chunk_size=24), labels)  # 3 chunks
     assert list(table.layer) == ["fc1", "logits"]
     rows = table.set_index("layer")
 
@@ -211,43 +213,41 @@ def test_sensitivity_equals_quantizing_one_layer_by_hand():
     ],
 )
 @pytest.mark.parametrize("arch", ["DWS_Conv_With_BN", "Residual_With_BN"])
-def test_switchable_model_matches_float_and_quantized_models_with_one_trace(scheme, arch):
+def test_switches_give_the_float_and_the_quantized_network_and_restore_them(scheme, arch):
     model = build_model(arch, "HeUni", 0, width_multiplier=0.25, dense=(32, 16))
     folded, _ = fold_model(model)
     x = images(40, seed=6)
-    acts = capture(folded, x, quantized_tensors(folded))
+    acts = keras_capture(folded, x, quantized_tensors(folded))
     bounds = {name: (float(a.min()), float(a.max())) for name, a in acts.items()}
-    switchable = SwitchableQuantizedModel(folded, bounds, scheme)
+    network = quantized_network(folded, bounds, scheme, batch_size=16)
     # a switch per kernel layer (kernel and output), the input, and each Add's output
     adds = [name for name, kind in quantized_tensors_of(layer_specs(folded)).items()
             if kind == "add"]  # fmt: skip
     assert (len(adds) == 5) == (arch == "Residual_With_BN")
-    assert sorted(switchable.switches) == sorted(
-        ["rescale", *(k.name for k in switchable.layers), *adds]
-    )
-    p_float = folded.predict(x, batch_size=16, verbose=0)
-    p_quant = build_quantized_model(folded, bounds, scheme).predict(x, batch_size=16, verbose=0)
+    assert sorted(network.switches) == sorted(["rescale", *(k.name for k in network.layers), *adds])
+    network.configure_all()
+    p_quant = network.predict(x)
+    network.quantize_all()  # the same configuration, named by switches
+    assert network.quantized == network.switches
+    np.testing.assert_array_equal(network.predict(x), p_quant)
+    for layer in network.layers:
+        network.quantize([layer.name])
+        assert network.quantized == [layer.name]
+        assert not np.array_equal(network.predict(x[:7]), p_quant[:7])
+    network.quantize([])
+    p_float = network.predict(x)
+    np.testing.assert_allclose(p_float, folded.predict(x, verbose=0), atol=1e-5)
     assert not np.array_equal(p_float, p_quant)
-
-    switchable.quantize_all()
-    np.testing.assert_array_equal(switchable.predict(x, batch_size=16), p_quant)
-    for layer in switchable.layers:  # every configuration runs the same traced function
-        switchable.quantize([layer.name])
-        assert switchable.quantized == [layer.name]
-        switchable.predict(x[:7], batch_size=16)
-    switchable.quantize([])
-    np.testing.assert_array_equal(switchable.predict(x, batch_size=16), p_float)
-    switchable.quantize_all()  # switching back restores the quantized kernels
-    np.testing.assert_array_equal(switchable.predict(x, batch_size=16), p_quant)
-    assert switchable.tracing_count == 1
+    network.quantize_all()  # switching back restores the quantized kernels
+    np.testing.assert_array_equal(network.predict(x), p_quant)
     with pytest.raises(ValueError, match="unknown switches"):
-        switchable.quantize(["conv1_relu"])
+        network.quantize(["conv1_relu"])
 
 
 def test_sqnr_local_and_accumulated_equal_quantizing_by_hand():
     model, x = two_layer_model(), images(300, seed=4)
-    switchable = SwitchableQuantizedModel(model, BOUNDS, PER_TENSOR)
-    table = sqnr_table(switchable, x, batch_size=128).set_index("layer")  # 3 batches
+    network = quantized_network(model, BOUNDS, PER_TENSOR, batch_size=64)
+    table = sqnr_table(run_switches(network, x, chunk_size=128)).set_index("layer")  # 3 chunks
     float_values = numpy_forward(model, x, quantized=set())
     accumulated = numpy_forward(model, x, quantized={"rescale", "fc1", "logits"})
 
@@ -263,7 +263,6 @@ def test_sqnr_local_and_accumulated_equal_quantizing_by_hand():
         )
     # the accumulated error holds the earlier layers' too: never a better SQNR at the logits
     assert table.loc["logits", "sqnr_accumulated_db"] < table.loc["logits", "sqnr_local_db"]
-    assert switchable.quantized == ["logits"]  # the last local run's switches
 
 
 def test_sqnr_of_the_tflite_model_equals_its_layer_outputs_by_hand():
@@ -271,8 +270,8 @@ def test_sqnr_of_the_tflite_model_equals_its_layer_outputs_by_hand():
 
     model, x = two_layer_model(), images(120, seed=5)
     tflite = TFLiteLayers(convert_full_integer(model, x[:64]))
-    switchable = SwitchableQuantizedModel(model, BOUNDS, PER_TENSOR)
-    table = sqnr_table(switchable, x, batch_size=50, tflite=tflite).set_index("layer")
+    network = quantized_network(model, BOUNDS, PER_TENSOR)
+    table = sqnr_table(run_switches(network, x, tflite, chunk_size=50)).set_index("layer")
     deployed = dict(zip(["fc1", "logits"], tflite(x), strict=True))
     float_values = numpy_forward(model, x, quantized=set())
     simulated = numpy_forward(model, x, quantized={"rescale", "fc1", "logits"})
@@ -300,13 +299,14 @@ def quantize_table(model, bounds):
 
 def test_sensitivity_says_why_the_tflite_columns_are_empty():
     model, x = two_layer_model(), images(40, seed=6)
-    quantization = quantize_table(model, BOUNDS)
-    layers = kernel_layers(model)
+    bounds = quantized_activation_bounds(quantize_table(model, BOUNDS))
+    network = quantized_network(model, bounds, PER_TENSOR)
+    folded = folded_of(model, kernel_layers(model))
     four_bits = PER_TENSOR | {"bits": 4, "calibration": "percentile", "percentile": 1.0}
     for tflite_model, reason in ((b"", no_tflite_reason(four_bits)),
                                  (b"not a flatbuffer", "LiteRT could not run")):  # fmt: skip
         errors, _, _ = measure_sensitivity(
-            model, layers, quantization, PER_TENSOR, x, np.zeros(40, int), 1e-7, tflite_model,
+            network, folded, PER_TENSOR, x, np.zeros(40, int), 1e-7, tflite_model,
             no_tflite=no_tflite_reason(four_bits),
         )  # fmt: skip
         assert errors["tflite_sqnr_db"].isna().all()
@@ -324,7 +324,7 @@ def test_a_model_litert_refuses_at_run_time_leaves_the_tflite_columns_empty():
     tflite = TFLiteLayers((REPO / "tests/data/litert_refuses_at_run_time.tflite").read_bytes())
     x = images(20, seed=7)
     bounds = {name: (0.0, 4.0) for name in quantized_tensors(model)}
-    table = sqnr_table(SwitchableQuantizedModel(model, bounds, PER_TENSOR), x, tflite=tflite)
+    table = sqnr_table(run_switches(quantized_network(model, bounds, PER_TENSOR), x, tflite))
     assert (
         table["tflite_sqnr_db"].isna().all() and table["tflite_vs_simulated_sqnr_db"].isna().all()
     )
@@ -353,7 +353,7 @@ def test_most_sensitive_ranks_by_accuracy_drop_then_qce():
 def test_module_import_does_not_load_tensorflow():
     code = (
         "import sys; import quantinit.sensitivity; "
-        "sys.exit(any(m in sys.modules for m in ('tensorflow', 'keras')))"
+        "sys.exit(any(m in sys.modules for m in ('tensorflow', 'keras', 'ai_edge_litert')))"
     )
     env = {"PYTHONPATH": str(REPO / "src")}
     assert subprocess.run([sys.executable, "-c", code], env=env, timeout=60).returncode == 0

@@ -147,11 +147,12 @@ def test_cell_runs_as_slurm_jobs_one_per_stage_group(slurm_cluster, tmp_path):
     assert (tmp_path / CELL / "metrics.parquet").exists()
     assert (tmp_path / CELL / "layerwise.parquet").exists()
 
-    # prepare_data, train, and the cell's six analysis stages as one group job
-    assert len(submitted) == 3, log[-8000:]
+    # prepare_data, train, the architecture's engine (once for all its cells), and the
+    # cell's six analysis stages as one group job
+    assert len(submitted) == 4, log[-8000:]
     logs = tmp_path / ".snakemake" / "slurm_logs"
     folders = sorted(p.relative_to(logs).parts[0] for p in logs.rglob("*.log"))
-    assert folders[1:] == ["rule_prepare_data", "rule_train"], folders
+    assert folders[1:] == ["rule_build_engine", "rule_prepare_data", "rule_train"], folders
     assert folders[0].startswith("group_cell_"), folders  # group_<group>_<its rules>...
     for slurm_id, path in submitted.values():
         assert os.path.isfile(path) and path.startswith(str(logs)), path
@@ -174,8 +175,11 @@ def test_failing_job_is_reported_failed(slurm_cluster, tmp_path):
     result, log, submitted = run_on_slurm(tmp_path, f"{CELL}/metrics.parquet")
     assert result.returncode != 0
     assert "Error in rule prepare_data" in log, log[-8000:]
-    assert len(submitted) == 1, log[-8000:]  # nothing after the failed job is submitted
-    ((slurm_id, path),) = submitted.values()
+    # nothing after the failed job is submitted; build_engine needs no data, so it may run
+    failed = [(i, p) for i, p in submitted.values() if "/rule_prepare_data/" in p]
+    others = [p for _, p in submitted.values() if "/rule_prepare_data/" not in p]
+    assert all("/rule_build_engine/" in p for p in others), log[-8000:]
+    ((slurm_id, path),) = failed
     assert f"SLURM-job '{slurm_id}' failed" in log, log[-8000:]
     state, shown = slurm_state(slurm_id)
     assert state == "FAILED", shown

@@ -4,13 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from quantinit.analysis import kernel_layers
 from quantinit.calibration import calibrate
 from quantinit.evaluation import evaluate
 from quantinit.quantization import fake_quant_reference
 from quantinit.stats import softmax
 from quantinit.tables import quantize, quantized_activation_bounds
 
-from keras_models import two_layer_model
+from keras_models import engine_of, folded_of, quantized_network, two_layer_model
 
 SCHEME = {"bits": 8, "granularity": "per_tensor", "symmetric": False, "calibration": "minmax"}
 
@@ -32,7 +33,9 @@ def test_calibrate_records_each_tensors_range():
     model, x = two_layer_model(), images(64)
     flat, hidden, _ = numpy_forward(model, x)
     kinds = {"rescale": "input", "fc1_relu": "dense"}
-    table = calibrate(model, x, kinds, percentile=1.0, bits=8).set_index("tensor")
+    folded = folded_of(model, kernel_layers(model))
+    table = calibrate(engine_of(model, batch_size=24), folded, x, kinds, 1.0, 8)  # 3 batches
+    table = table.set_index("tensor")
     assert list(table.index) == ["rescale", "fc1_relu"] and list(table.kind) == ["input", "dense"]
     for name, values in (("rescale", flat), ("fc1_relu", hidden)):
         assert table.loc[name, "min"] == pytest.approx(values.min(), abs=1e-5)
@@ -71,8 +74,9 @@ def test_evaluate_scores_fp32_and_the_fake_quantized_model():
     kernels = {name: model.get_layer(name).get_weights()[0] for name in ("fc1", "logits")}
     table = quantize(kernels, {"fc1": "dense", "logits": "dense"}, calibration, SCHEME)
     intervals = {"confidence": 0.95, "resamples": 1000, "seed": 0}
+    network = quantized_network(model, quantized_activation_bounds(table), SCHEME)
     row, predictions = evaluate(
-        model, model, table, SCHEME, x, labels, batch_size=64, qce_epsilon=1e-7,
+        softmax(logits), network, x, labels, batch_size=64, qce_epsilon=1e-7,
         intervals=intervals,
     )  # fmt: skip
     assert row["fp32_accuracy"] == pytest.approx(75.0)

@@ -1,10 +1,11 @@
-"""Keras-side analysis of one trained cell: BN folding, activation capture, simulated quint8.
+"""The network of one trained cell: its layers and quantized tensors (from layer specs, no
+Keras needed), BN folding, and the per-epoch statistics recorded during training.
 
-A model is rebuilt layer by layer, in its topological order, from the layers' own configs
-and the names of the layers each one reads (chains and the residual blocks of models.py
-alike): folding drops each BatchNormalization and gives the layer before it a bias; the
-simulated quantized model inserts TensorFlow FakeQuant ops after every quantized tensor and
-carries fake-quantized kernels.
+A Keras model is rebuilt layer by layer, in its topological order, from the layers' own
+configs and the names of the layers each one reads (chains and the residual blocks of
+models.py alike): folding drops each BatchNormalization and gives the layer before it a
+bias. The simulated quantized network runs on the architecture's LiteRT engine
+(quantinit.engine).
 
 Quantized tensors, in order: the rescaled input image, the output of every kernel layer
 after its ReLU (conv, depthwise, pointwise, dense), the logits, and in residual networks
@@ -20,7 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from quantinit.folding import channel_axis, fold_batchnorm
-from quantinit.quantization import activation_range, fake_quantize, weight_range
 
 INPUT_TENSOR = "rescale"
 
@@ -221,30 +221,18 @@ def capture_model(model, names: list[str]):
     return keras.Model(model.input, [model.get_layer(n).output for n in names])
 
 
-def capture(model, images: np.ndarray, names: list[str], batch_size: int = 256) -> dict:
-    """Outputs of the named layers on `images` (inference mode), as numpy arrays."""
-    probe = capture_model(model, names)
-    outputs = probe.predict(images, batch_size=batch_size, verbose=0)
-    if len(names) == 1:
-        outputs = [outputs]
-    return dict(zip(names, (np.asarray(o) for o in outputs), strict=True))
-
-
 class FoldingError(RuntimeError):
     """A folded model does not compute what the model it was folded from computes."""
 
 
-def check_folding(model, folded, probe: np.ndarray, rtol: float = 1e-3) -> float:
-    """Max |logits difference| of `folded` against `model` on `probe`, relative to the
-    logits' scale; FoldingError above `rtol`.
+def check_folding(logits: np.ndarray, folded_logits: np.ndarray, rtol: float = 1e-3) -> float:
+    """Max |difference| of the folded network's logits against the trained model's on the
+    same images, relative to the logits' scale; FoldingError above `rtol`.
 
     Folding only reorders float32 arithmetic: measured differences are about 2e-6 of the
     logits' scale, a wrong fold (a BN statistic misplaced) gives differences of order 1.
     """
-    import keras
-
-    logits = [keras.Model(m.input, m.get_layer("logits").output) for m in (model, folded)]
-    original, refolded = (np.asarray(m.predict(probe, verbose=0)) for m in logits)
+    original, refolded = np.asarray(logits), np.asarray(folded_logits)
     # equal values (also infinities and NaNs of an exploded network) differ by 0
     same = (original == refolded) | (np.isnan(original) & np.isnan(refolded))
     with np.errstate(invalid="ignore", over="ignore"):  # inf - inf where `same` holds
@@ -258,58 +246,6 @@ def check_folding(model, folded, probe: np.ndarray, rtol: float = 1e-3) -> float
             f"of their scale {scale:.3g} (tolerance {rtol:g}): folding is wrong for this model"
         )
     return relative
-
-
-def build_quantized_model(
-    folded_model,
-    activation_bounds: dict,
-    scheme: dict,
-    weights: bool = True,
-    activations: bool = True,
-):
-    """The simulated quantized network: fake-quantized kernels and activations.
-
-    `activation_bounds` maps each quantized tensor's layer name to its calibrated (lo, hi).
-    Kernels are fake-quantized with the scheme's granularity and symmetry; biases stay
-    float32 (int32-equivalent precision); activations are quantized per tensor with the
-    scheme's bits and symmetry. The softmax runs in float on the dequantized logits.
-    `weights=False` keeps the float kernels (activation-only), `activations=False` the float
-    activations (weight-only): what a drop owes to either, as AIMET's QuantAnalyzer splits it.
-    """
-    import keras
-    import tensorflow as tf
-
-    activation_scheme = {**scheme, "granularity": "per_tensor"}
-    kinds = {k.name: k.kind for k in kernel_layers(folded_model)}
-
-    def fake_quant_layer(name):
-        lo, hi = activation_bounds[name]
-        qrange = activation_range(lo, hi, activation_scheme)
-        qmin, qmax = float(qrange.qmin_real), float(qrange.qmax_real)
-        return keras.layers.Lambda(
-            lambda t: tf.quantization.fake_quant_with_min_max_args(
-                t, min=qmin, max=qmax, num_bits=qrange.bits, narrow_range=qrange.narrow_range
-            ),
-            name=f"{name}_quant",
-        )
-
-    def transform(layer, x):
-        new = layer.__class__.from_config(layer.get_config())
-        x = new(x)
-        if layer.name in kinds and weights:
-            kernel, *rest = layer.get_weights()
-            axis = channel_axis(kinds[layer.name])
-            qrange = weight_range(kernel, scheme, axis)
-            per_channel = scheme["granularity"] == "per_channel"
-            kernel_q = fake_quantize(kernel, *qrange, channel_axis=axis if per_channel else None)
-            new.set_weights([kernel_q, *rest])
-        elif layer.name in kinds:
-            new.set_weights(layer.get_weights())
-        if layer.name in activation_bounds and activations:
-            x = fake_quant_layer(layer.name)(x)
-        return x
-
-    return rebuild_model(folded_model, transform)
 
 
 class LayerDynamics:

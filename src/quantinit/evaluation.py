@@ -1,5 +1,7 @@
 """Rule evaluate's stage: the fp32, simulated quint8 (also weight-only and activation-only)
-and TFLite int8 models on the test set (TensorFlow and LiteRT imported on use)."""
+and TFLite int8 models on the test set. The fp32 probabilities come from the trained Keras
+model (the caller's); the simulated ones from the architecture's LiteRT engine
+(engine.QuantizedNetwork), the int8 ones from LiteRT."""
 
 from __future__ import annotations
 
@@ -7,14 +9,27 @@ import numpy as np
 import pandas as pd
 
 from quantinit.intervals import PARTIAL_MODELS, metric_intervals, predictions_table
-from quantinit.tables import metrics_row, quantized_activation_bounds
+from quantinit.tables import metrics_row
+
+
+def check_fold(model, network, probe: np.ndarray) -> float:
+    """analysis.check_folding of the trained Keras `model`'s logits against those of
+    `network` (an engine.QuantizedNetwork) all float, on the `probe` images: FoldingError
+    where the fold is wrong, else the relative difference."""
+    import keras
+
+    from quantinit.analysis import check_folding
+
+    logits = network.layers[-1].output
+    trained = keras.Model(model.input, model.get_layer(logits).output)
+    network.configure()
+    folded = np.concatenate([batch[logits] for batch in network.run(probe, [logits])])
+    return check_folding(trained.predict(probe, verbose=0), folded)
 
 
 def evaluate(
-    model,
-    folded,
-    quantization: pd.DataFrame,
-    scheme: dict,
+    p_fp32: np.ndarray,
+    network,
     images: np.ndarray,
     labels: np.ndarray,
     batch_size: int,
@@ -24,29 +39,30 @@ def evaluate(
     tflite_threads: int | None = None,
     no_tflite: str | None = None,
 ) -> tuple[dict, pd.DataFrame]:
-    """(metrics row, per-image predictions) of the trained `model` (fp32), of the simulated
-    quantized model built from the `folded` model and `quantization`, of the same with only
-    its weights or only its activations quantized (intervals.PARTIAL_MODELS), and of
-    `tflite_model` when there is one. The row holds each metric's bootstrap interval over the
-    test images (`intervals`: confidence, resamples, seed; quantinit.intervals).
+    """(metrics row, per-image predictions) of the trained model (its probabilities `p_fp32`
+    on `images`), of the simulated quantized model (`network`, an engine.QuantizedNetwork), of
+    the same with only its weights or only its activations quantized
+    (intervals.PARTIAL_MODELS), and of `tflite_model` when there is one. The row holds each
+    metric's bootstrap interval over the test images (`intervals`: confidence, resamples,
+    seed; quantinit.intervals).
 
     LiteRT refuses some degenerate models (e.g. ranges of 1e17 next to all-zero ones in an
     exploded network): the row then keeps its other metrics and says why in tflite_error;
     without a model tflite_error is `no_tflite` (quantinit.schemes.no_tflite_reason).
     """
-    from quantinit.analysis import build_quantized_model
-
-    p_fp32 = model.predict(images, batch_size=batch_size, verbose=0)
-    bounds = quantized_activation_bounds(quantization)
-    quantized = build_quantized_model(folded, bounds, scheme)
-    p_quint8 = quantized.predict(images, batch_size=batch_size, verbose=0)
-    sides = {"weight_only": {"activations": False}, "activation_only": {"weights": False}}
-    partial = {
-        name: build_quantized_model(folded, bounds, scheme, **sides[name]).predict(
-            images, batch_size=batch_size, verbose=0
-        )
-        for name in PARTIAL_MODELS
+    if len(p_fp32) != len(images):
+        raise ValueError(f"{len(p_fp32)} fp32 predictions for {len(images)} images")
+    sides = {
+        "quint8": {},
+        "weight_only": {"tensors": False},
+        "activation_only": {"kernels": False},
     }
+    predicted = {}
+    for name in ("quint8", *PARTIAL_MODELS):
+        network.configure_all(**sides[name])
+        predicted[name] = network.predict(images)
+    p_quint8 = predicted["quint8"]
+    partial = {name: predicted[name] for name in PARTIAL_MODELS}
     p_tflite, tflite_error = None, None if tflite_model else no_tflite
     if tflite_model:
         from quantinit.tflite import run_tflite

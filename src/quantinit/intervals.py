@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 # The simulated model with only one side quantized: weights (float activations) or
-# activations (float kernels); analysis.build_quantized_model's switches
+# activations (float kernels); engine.QuantizedNetwork.configure_all's switches
 PARTIAL_MODELS = ("weight_only", "activation_only")
 # metric -> per-image column of the predictions table it is the mean of (x100: percent)
 ACCURACY_TERMS = {

@@ -23,7 +23,10 @@ Real 0 maps exactly to 0.0. TensorFlow evaluates x_q in the mathematically equal
 ``floor((clamped - nudged_min) / scale - quant_zero + 0.5) * scale`` with
 ``quant_zero = floor(-nudged_min * inv_scale + 0.5)``; its per-channel kernel multiplies by
 inv_scale instead of dividing by scale. `fake_quant_reference` follows the same order so that it
-equals the TensorFlow op bit for bit.
+equals TensorFlow's FakeQuantWithMinMaxVars(PerChannel) bit for bit (tests/test_quantization.py
+compares them). It is what the workflow quantizes with, without TensorFlow: kernels directly
+(`fake_quantize_kernel`), activations inside the LiteRT engine, which computes the same
+formula from `fake_quant_row` (quantinit.engine).
 
 Quantization schemes are dicts ``{"bits": 8, "granularity": "per_tensor" | "per_channel",
 "symmetric": bool}``; `weight_range` and `activation_range` turn observed (min, max) values into
@@ -36,6 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from quantinit.folding import channel_axis
 from quantinit.stats import channel_min_max
 
 GRANULARITIES = ("per_tensor", "per_channel")
@@ -47,7 +51,8 @@ _F32 = np.float32
 
 
 class QuantRange(NamedTuple):
-    """A quantization range in the argument order of `fake_quantize`: ``fake_quantize(x, *r)``.
+    """A quantization range in the argument order of `fake_quant_reference`:
+    ``fake_quant_reference(x, *r)``.
 
     qmin_real and qmax_real are float32: scalars for per-tensor, 1-D per-channel arrays.
     """
@@ -156,36 +161,14 @@ def fake_quant_reference(
     return np.floor(steps - quant_zero + _F32(0.5)) * scale
 
 
-def fake_quantize(
-    x,
-    qmin_real,
-    qmax_real,
-    bits: int = 8,
-    narrow_range: bool = False,
-    channel_axis: int | None = None,
-):
-    """Fake-quantize `x` with TensorFlow's op (the production path), float32.
-
-    Per-tensor (`channel_axis` None, scalar min/max): tf.quantization.fake_quant_with_min_max_vars.
-    Per-channel: fake_quant_with_min_max_vars_per_channel, which quantizes along the last axis,
-    so `channel_axis` is moved last and back. Returns a tf.Tensor when `x` is one, otherwise an
-    np.ndarray. Requires min < max, like `fake_quant_reference`.
-    """
-    import tensorflow as tf
-
-    lo, hi = _float32_range(qmin_real, qmax_real)
-    tensor = tf.convert_to_tensor(x, dtype=tf.float32)
-    _check_range_shape(tuple(tensor.shape), lo, channel_axis)
-    options = {"num_bits": bits, "narrow_range": narrow_range}
-    if channel_axis is None:
-        out = tf.quantization.fake_quant_with_min_max_vars(tensor, lo, hi, **options)
-    else:
-        axis = channel_axis % tensor.shape.rank
-        perm = [a for a in range(tensor.shape.rank) if a != axis] + [axis]
-        moved = tf.transpose(tensor, perm)
-        out = tf.quantization.fake_quant_with_min_max_vars_per_channel(moved, lo, hi, **options)
-        out = tf.transpose(out, np.argsort(perm))
-    return out if tf.is_tensor(x) else out.numpy()
+def fake_quant_row(qrange: QuantRange) -> tuple[np.float32, ...]:
+    """(nudged_min, nudged_max, scale, quant_zero, 1) of a per-tensor range, float32: the
+    fake-quant row of quantinit.engine, which computes `fake_quant_reference` with it."""
+    nudged_min, nudged_max, scale, inv_scale = _nudge(*qrange)
+    if nudged_min.ndim:
+        raise ValueError(f"a fake-quant row is per tensor, got ranges of shape {nudged_min.shape}")
+    quant_zero = np.floor(-nudged_min * inv_scale + _F32(0.5))
+    return nudged_min, nudged_max, scale, quant_zero, _F32(1.0)
 
 
 def _parse_scheme(scheme: dict) -> tuple[int, bool, bool]:
@@ -243,3 +226,12 @@ def weight_range(w, scheme: dict, channel_axis: int = -1) -> QuantRange:
     else:
         lo, hi = w.min(), w.max()
     return activation_range(lo, hi, scheme)
+
+
+def fake_quantize_kernel(kernel, kind: str, scheme: dict) -> tuple[np.ndarray, QuantRange]:
+    """(fake-quantized kernel, its QuantRange) of a kernel layer of `kind` under `scheme`:
+    per tensor, or per output channel (folding.channel_axis) for per-channel schemes."""
+    axis = channel_axis(kind)
+    qrange = weight_range(kernel, scheme, axis)
+    per_channel = scheme["granularity"] == "per_channel"
+    return fake_quant_reference(kernel, *qrange, channel_axis=axis if per_channel else None), qrange

@@ -44,7 +44,7 @@ WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CO
 
 
 @contextlib.contextmanager
-def _quiet_output() -> Iterator[None]:
+def quiet_output() -> Iterator[None]:
     """Send fd 1/2 (C++ logs) and Python's stdout/stderr to a temporary file.
 
     On an exception, the captured text is added to it as a note and the exception propagates.
@@ -115,17 +115,17 @@ def convert_full_integer(
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.uint8
     converter._experimental_disable_per_channel = not per_channel
-    with _quiet_output() if quiet else contextlib.nullcontext():
+    with quiet_output() if quiet else contextlib.nullcontext():
         return bytes(converter.convert())
 
 
-def _interpreter(model_bytes: bytes, num_threads: int | None = None, delegates: bool = True):
+def make_interpreter(model_bytes: bytes, num_threads: int | None = None, delegates: bool = True):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     resolver = (
         OpResolverType.AUTO if delegates else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     )
-    with _quiet_output():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+    with quiet_output():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
         return Interpreter(
             model_content=bytes(model_bytes),
             num_threads=num_threads,
@@ -143,7 +143,7 @@ def tflite_tensor_details(model_bytes: bytes) -> list[dict]:
     "input" / "output" for the model boundary, else "activation" (or "constant"), with op, the
     name of the op that consumes the weight/bias or produces the activation (None otherwise).
     """
-    interpreter = _interpreter(model_bytes)
+    interpreter = make_interpreter(model_bytes)
     interpreter.allocate_tensors()
     ops = interpreter._get_ops_details()
     produced, roles = {}, {}
@@ -219,7 +219,7 @@ def run_tflite(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     images = np.asarray(images)
-    interpreter = _interpreter(model_bytes, num_threads)
+    interpreter = make_interpreter(model_bytes, num_threads)
     (input_detail,) = interpreter.get_input_details()
     (output_detail,) = interpreter.get_output_details()
     in_scale, in_zero = input_detail["quantization"]
@@ -242,7 +242,7 @@ def run_tflite(
             raise
         message = f"LiteRT's XNNPACK delegate failed ({error}); using builtin kernels"
         warnings.warn(message, stacklevel=2)
-        builtin = _interpreter(model_bytes, num_threads, delegates=False)
+        builtin = make_interpreter(model_bytes, num_threads, delegates=False)
         raw = _invoke_batches(builtin, quantized, batch)
     if out_scale == 0:  # not quantized: already real values
         return raw
@@ -281,7 +281,7 @@ class TFLiteLayers:
     def __init__(self, model_bytes: bytes, num_threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        with _quiet_output():
+        with quiet_output():
             self.interpreter = Interpreter(
                 model_content=bytes(model_bytes),
                 num_threads=num_threads,

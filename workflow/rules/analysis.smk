@@ -1,3 +1,24 @@
+rule build_engine:
+    output:
+        engine=f"{ENGINE}.tflite",
+        manifest=f"{ENGINE}.json",
+    log:
+        f"{RESULTS}/engines/logs/{{arch}}.log",
+    benchmark:
+        f"{RESULTS}/engines/benchmarks/{{arch}}.tsv"
+    conda:
+        "../envs/tensorflow.yaml"
+    threads: analysis_resource("threads")
+    resources:
+        mem_mb=analysis_resource("mem_mb"),
+        runtime=analysis_resource("runtime"),
+    params:
+        code=code_version("build_engine.py"),
+        model=config["model"],
+    script:
+        "../scripts/build_engine.py"
+
+
 rule fold_bn:
     input:
         layers=f"{EPOCH_DIR}/layers.npz",
@@ -21,7 +42,8 @@ rule fold_bn:
 
 rule calibrate:
     input:
-        model=f"{EPOCH_DIR}/model.keras",
+        engine=f"{ENGINE}.tflite",
+        manifest=f"{ENGINE}.json",
         weights=f"{EPOCH_DIR}/weights.npz",
         dataset=DATASET,
         cell=f"{EPOCH_DIR}/cell.json",
@@ -32,12 +54,11 @@ rule calibrate:
     benchmark:
         f"{Q_DIR}/benchmarks/calibrate.tsv"
     conda:
-        "../envs/tensorflow.yaml"
+        "../envs/litert.yaml"
     threads: analysis_resource("threads")
     resources:
         mem_mb=analysis_resource("mem_mb"),
         runtime=analysis_resource("runtime"),
-        gpu=analysis_resource("gpu"),
     params:
         code=code_version("calibrate.py"),
         num_samples=config["calibration"]["num_samples"],
@@ -73,6 +94,8 @@ rule quantize:
 rule evaluate:
     input:
         model=f"{EPOCH_DIR}/model.keras",
+        engine=f"{ENGINE}.tflite",
+        manifest=f"{ENGINE}.json",
         weights=f"{EPOCH_DIR}/weights.npz",
         quantization=f"{Q_DIR}/quantization.parquet",
         dataset=DATASET,
@@ -126,7 +149,8 @@ rule layerwise:
 
 rule quant_sensitivity:
     input:
-        model=f"{EPOCH_DIR}/model.keras",
+        engine=f"{ENGINE}.tflite",
+        manifest=f"{ENGINE}.json",
         tflite=f"{Q_DIR}/model_int8.tflite",
         quantization=f"{Q_DIR}/quantization.parquet",
         weights=f"{EPOCH_DIR}/weights.npz",
@@ -141,12 +165,11 @@ rule quant_sensitivity:
     benchmark:
         f"{Q_DIR}/benchmarks/quant_sensitivity.tsv"
     conda:
-        "../envs/tensorflow.yaml"
+        "../envs/litert.yaml"
     threads: analysis_resource("threads")
     resources:
         mem_mb=analysis_resource("mem_mb"),
         runtime=analysis_resource("runtime"),
-        gpu=analysis_resource("gpu"),
     params:
         code=code_version("quant_sensitivity.py"),
         scheme=scheme_settings,

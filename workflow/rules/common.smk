@@ -88,6 +88,8 @@ Q_DIR = f"{EPOCH_DIR}/q/{{scheme}}"
 SCHEMES = {scheme["name"]: scheme for scheme in config["quantization"]["schemes"]}
 TABLE2_SCHEME = config["quantization"]["table2"]
 DATASET = f"{RESULTS}/data/dataset.npz"
+# an architecture's LiteRT engine (.tflite and .json), shared by all its cells
+ENGINE = f"{RESULTS}/engines/{{arch}}"
 STUDY = f"{RESULTS}/study"
 # shipped with the workflow, so found relative to it, not to the working directory
 PAPER_TABLE2 = str(REPOSITORY / "reference" / "paper_table2.csv")

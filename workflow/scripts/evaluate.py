@@ -1,6 +1,9 @@
 """Rule evaluate: the full-integer TFLite model (with the scheme's weight granularity), then
-fp32, the scheme's simulated model (also weight-only and activation-only) and TFLite int8 on
-the test set; QMSE, QCE, each with its bootstrap interval; the per-image predictions."""
+fp32, the scheme's simulated model (also weight-only and activation-only, on the
+architecture's LiteRT engine) and TFLite int8 on the test set; QMSE, QCE, each with its
+bootstrap interval; the per-image predictions. The one TensorFlow stage after training:
+it converts the int8 model and checks the BN fold against the trained model (the job fails
+if they differ)."""
 
 from pathlib import Path
 
@@ -25,17 +28,35 @@ else:
 
     configure_tensorflow(snakemake.threads, use_gpu=snakemake.resources.gpu > 0)
     import keras
+    import numpy as np
 
     from quantinit.analysis import folded_model
     from quantinit.data import load_dataset
-    from quantinit.evaluation import evaluate
-    from quantinit.layerfiles import load_folded
+    from quantinit.engine import Engine, QuantizedNetwork
+    from quantinit.evaluation import check_fold, evaluate
+    from quantinit.layerfiles import load_folded, load_tensor_kinds, load_weights
     from quantinit.sampling import calibration_indices
+    from quantinit.tables import quantized_activation_bounds
     from quantinit.tflite import convert_full_integer
 
     dataset = load_dataset(snakemake.input.dataset)
     model = keras.models.load_model(snakemake.input.model)
-    folded = folded_model(model, load_folded(snakemake.input.weights))
+    folded = load_folded(snakemake.input.weights)
+    engine = Engine.load(
+        snakemake.input.engine, snakemake.input.manifest, num_threads=snakemake.threads
+    )
+    engine.check_network(
+        load_weights(snakemake.input.weights)[0], load_tensor_kinds(snakemake.input.weights)
+    )
+    network = QuantizedNetwork(
+        engine,
+        folded,
+        quantized_activation_bounds(pd.read_parquet(snakemake.input.quantization)),
+        scheme,
+    )
+    probe = np.random.default_rng(0).uniform(0, 255, (64, 32, 32, 3)).astype("float32")
+    relative = check_fold(model, network, probe)
+    print(f"max |logits difference| after folding: {relative:.3g} of the logits' scale")
     if no_tflite:
         print(no_tflite)
     else:
@@ -43,13 +64,13 @@ else:
             len(dataset.x_train), snakemake.params.calibration_samples, cell["seed"]
         )
         per_channel = scheme["granularity"] == "per_channel"
-        tflite_model = convert_full_integer(folded, dataset.x_train[indices], per_channel)
+        tflite_model = convert_full_integer(
+            folded_model(model, folded), dataset.x_train[indices], per_channel
+        )
         print(f"TFLite full-integer model: {len(tflite_model)} bytes")
     row, predictions = evaluate(
-        model,
-        folded,
-        pd.read_parquet(snakemake.input.quantization),
-        scheme,
+        model.predict(dataset.x_test, batch_size=settings["batch_size"], verbose=0),
+        network,
         dataset.x_test,
         dataset.y_test,
         batch_size=settings["batch_size"],

@@ -1,4 +1,5 @@
-"""Rule quant_sensitivity: per-layer quantization error and per-layer sensitivity of a cell."""
+"""Rule quant_sensitivity: per-layer quantization error and per-layer sensitivity of a cell,
+on the architecture's LiteRT engine (no TensorFlow)."""
 
 from pathlib import Path
 
@@ -21,24 +22,29 @@ if cell["status"] == STATUS_DIVERGED:
     sensitivity = errors.copy()
     summary = {"most_sensitive": [], "num_images": 0}
 else:
-    from quantinit.runtime import configure_tensorflow
-
-    configure_tensorflow(snakemake.threads, use_gpu=snakemake.resources.gpu > 0)
-    import keras
-
-    from quantinit.analysis import folded_model
     from quantinit.data import load_dataset
+    from quantinit.engine import Engine, QuantizedNetwork
+    from quantinit.layerfiles import load_folded, load_tensor_kinds
     from quantinit.sampling import sensitivity_indices
     from quantinit.sensitivity import measure_sensitivity
+    from quantinit.tables import quantized_activation_bounds
 
+    engine = Engine.load(
+        snakemake.input.engine, snakemake.input.manifest, num_threads=snakemake.threads
+    )
+    engine.check_network(layers, load_tensor_kinds(snakemake.input.weights))
+    folded = load_folded(snakemake.input.weights)
+    network = QuantizedNetwork(
+        engine,
+        folded,
+        quantized_activation_bounds(pd.read_parquet(snakemake.input.quantization)),
+        scheme,
+    )
     dataset = load_dataset(snakemake.input.dataset)
     indices = sensitivity_indices(len(dataset.x_test), snakemake.params.num_images, cell["seed"])
     errors, sensitivity, most = measure_sensitivity(
-        folded_model(
-            keras.models.load_model(snakemake.input.model), load_folded(snakemake.input.weights)
-        ),
-        layers,
-        pd.read_parquet(snakemake.input.quantization),
+        network,
+        folded,
         scheme,
         dataset.x_test[indices],
         dataset.y_test[indices],
