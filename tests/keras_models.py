@@ -48,7 +48,7 @@ def keras_capture(model, images, names):
     return dict(zip(names, outputs if len(names) > 1 else [outputs], strict=True))
 
 
-def engine_of(model, batch_size=256):
+def engine_of(model, batch_size=32):
     """The engine of a BN-free Keras model, with the model's own weights set."""
     from quantinit.analysis import kernel_layers
     from quantinit.engine import Engine, build_engine, folded_weights
@@ -64,7 +64,7 @@ def folded_of(model, layers):
                              strict=True)) for k in layers}  # fmt: skip
 
 
-def quantized_network(model, bounds, scheme, batch_size=256):
+def quantized_network(model, bounds, scheme, batch_size=32):
     """engine.QuantizedNetwork of a BN-free Keras model with its own weights."""
     from quantinit.analysis import kernel_layers
     from quantinit.engine import QuantizedNetwork

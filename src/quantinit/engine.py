@@ -254,12 +254,22 @@ def save_engine(flatbuffer: bytes, manifest: dict, model_path, manifest_path) ->
         Path(tmp).write_text(json.dumps(manifest, indent=1) + "\n")
 
 
+# Images per invoke. Small batches keep the activations in cache: loading the weights and
+# running 1,000 images took 0.04-0.06 s at 16 to 64 images per invoke, 0.07-0.12 s at 256
+# and 0.27 s at 1,000 (quick preset networks, one thread).
+BATCH_SIZE = 32
+
+
 class Engine:
     """An engine (build_engine) run by LiteRT, `batch_size` images per invoke (the last
     batch zero-padded), with `num_threads` threads. `set_weights` before the first run."""
 
     def __init__(
-        self, flatbuffer: bytes, manifest: dict, num_threads: int | None = None, batch_size=256
+        self,
+        flatbuffer: bytes,
+        manifest: dict,
+        num_threads: int | None = None,
+        batch_size: int = BATCH_SIZE,
     ):
         if manifest.get("format") != ENGINE_FORMAT:
             raise EngineError(
@@ -337,11 +347,9 @@ class Engine:
             raise EngineError(f"no quantized tensors {sorted(unknown)} in {list(self.tensors)}")
         return np.array([rows.get(t, OFF_ROW) for t in self.tensors], dtype=np.float32)
 
-    def run(
-        self, images: np.ndarray, quantizers: np.ndarray, outputs: list[str]
-    ) -> Iterator[dict[str, np.ndarray]]:
-        """{output: array} for each batch of `images` (N, H, W, C) in 0..255, with the
-        weights set and `quantizers` (`quantizers`) fed."""
+    def _invoked(self, images, quantizers, outputs: list[str]) -> Iterator[tuple[int, int]]:
+        """Invoke once per batch of `images`; yields (first image, count) of each batch while
+        the interpreter holds its outputs."""
         unknown = set(outputs) - set(self.output_names)
         if unknown:
             raise EngineError(f"no outputs {sorted(unknown)}; the engine has {self.output_names}")
@@ -358,16 +366,32 @@ class Engine:
                 chunk = np.concatenate([chunk, padding])
             interpreter.set_tensor(self._inputs["images"], np.ascontiguousarray(chunk))
             interpreter.invoke()
+            yield start, count
+
+    def run(
+        self, images: np.ndarray, quantizers: np.ndarray, outputs: list[str]
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """{output: array} for each batch of `images` (N, H, W, C) in 0..255, with the
+        weights set and `quantizers` (`quantizers`) fed."""
+        for _, count in self._invoked(images, quantizers, outputs):
+            # get_tensor copies: the next invoke does not overwrite what was yielded
             yield {
-                name: interpreter.get_tensor(self._outputs[name])[:count].copy() for name in outputs
+                name: self._interpreter.get_tensor(self._outputs[name])[:count] for name in outputs
             }
 
     def collect(self, images, quantizers, outputs: list[str]) -> dict[str, np.ndarray]:
-        """`run`'s batches concatenated: {output: array over all images}."""
-        batches = list(self.run(images, quantizers, outputs))
-        if not batches:
+        """{output: array over all `images`}: `run`'s batches, copied once into place."""
+        if len(images) == 0:
             raise ValueError("need at least one image")
-        return {name: np.concatenate([b[name] for b in batches]) for name in outputs}
+        collected: dict[str, np.ndarray] = {}
+        for start, count in self._invoked(images, quantizers, outputs):
+            for name in outputs:
+                view = self._interpreter.tensor(self._outputs[name])()  # valid until next invoke
+                if name not in collected:
+                    collected[name] = np.empty((len(images), *view.shape[1:]), view.dtype)
+                collected[name][start : start + count] = view[:count]
+                del view  # LiteRT refuses to invoke while a view of its buffers is alive
+        return collected
 
     def predict(self, images, quantizers) -> np.ndarray:
         """The class probabilities on `images`."""

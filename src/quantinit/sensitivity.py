@@ -51,10 +51,16 @@ from quantinit.tables import accuracy
 UNIFORM_ROUNDING_RMSE = 1 / np.sqrt(12)  # rmse / step of rounding uniformly spread values
 
 
+def sum_of_squares(x) -> float:
+    """sum(x^2) of a float32 array, summed in float64 (without a float64 copy of x)."""
+    return float(np.sum(np.square(np.asarray(x, dtype=np.float32)), dtype=np.float64))
+
+
 class ErrorAccumulator:
     """Running squared, absolute and maximum error between float values and their quantized ones.
 
-    `update(x, x_q)` adds a batch (any shape; float64 sums), `result(scale)` gives mse, mae,
+    `update(x, x_q)` adds a batch (any shape; float32 differences, float64 sums),
+    `result(scale)` gives mse, mae,
     max_abs, scale and rmse_over_scale = sqrt(mse) / scale.
     """
 
@@ -65,13 +71,12 @@ class ErrorAccumulator:
         self.max_abs = 0.0
 
     def update(self, x, x_q) -> None:
-        diff = np.asarray(x_q, dtype=np.float32) - np.asarray(x, dtype=np.float32)
-        diff = np.abs(diff.astype(np.float64))
+        diff = np.abs(np.asarray(x_q, dtype=np.float32) - np.asarray(x, dtype=np.float32))
         if diff.size == 0:
             return
         self.count += diff.size
-        self.sum_squared += float(np.sum(diff * diff))
-        self.sum_abs += float(np.sum(diff))
+        self.sum_squared += sum_of_squares(diff)
+        self.sum_abs += float(np.sum(diff, dtype=np.float64))
         self.max_abs = max(self.max_abs, float(diff.max()))
 
     def result(self, scale: float) -> dict:
@@ -214,12 +219,8 @@ def run_switches(network, images: np.ndarray, tflite=None, chunk_size: int = 100
     signal = {(source, name): 0.0 for source in ("float", "simulated") for name in layers}
     noise = {(mode, name): 0.0 for mode in modes for name in layers}
 
-    def power(x):
-        x = np.ravel(x).astype(np.float64)
-        return float(np.dot(x, x))
-
     def add(mode, name, x_q, x):
-        noise[mode, name] += power(x_q.astype(np.float64) - x)
+        noise[mode, name] += sum_of_squares(x_q - x)
 
     for chunk in _batches(images, chunk_size):
         outputs = {}
@@ -240,8 +241,8 @@ def run_switches(network, images: np.ndarray, tflite=None, chunk_size: int = 100
                 tflite, tflite_error = None, f"LiteRT could not run the int8 model: {error}"
                 modes = ["local", "accumulated"]
         for name in layers:
-            signal["float", name] += power(reference[name])
-            signal["simulated", name] += power(simulated[name])
+            signal["float", name] += sum_of_squares(reference[name])
+            signal["simulated", name] += sum_of_squares(simulated[name])
             add("accumulated", name, simulated[name], reference[name])
             add("local", name, outputs["only", name][name], reference[name])
             if tflite:
