@@ -1021,7 +1021,7 @@ def parse_args(argv=None):
         "cell_test": 200 if smoke else 1000,
         "cell_epochs": 1 if smoke else 4,
         "eval_images": 500 if smoke else 10000,
-        "eval_batches": [128] if smoke else [128, 500],
+        "eval_batches": [128] if smoke else [32, 128, 500],
         "repeats": 1 if smoke else 3,
         "switches": ["xla"] if smoke else list(SWITCHES),
     }
